@@ -1,0 +1,1 @@
+"""Expert trajectories: the training recipe, the on-disk format (writer/reader), reference-format import."""

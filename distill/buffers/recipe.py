@@ -1,0 +1,100 @@
+"""Training one expert on real data and recording its parameters at initialisation and after every epoch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.buffers.gsam import gsam_gradients
+from distill.data.augment import dsa
+from distill.models.flat import FlatModel
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """The reference recipe: SGD lr 0.01, no momentum, no weight decay, batch 256, hard-label CE, DSA."""
+
+    epochs: int
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # "" disables augmentation
+    gsam: bool = False
+    gsam_rho: float = 0.01
+    gsam_alpha: float = 0.3
+    gsam_adaptive: bool = True
+
+
+@dataclass
+class Trajectory:
+    """params[name]: [epochs + 1, *shape] (row 0 = initialisation); per-epoch train loss / test accuracy."""
+
+    params: dict[str, torch.Tensor]
+    train_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    images_per_second: float = 0.0
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> float:
+    """Top-1 accuracy of `model` on images [N, C, H, W] with labels [N] (eval mode, then restored)."""
+    was_training = model.training
+    model.eval()
+    correct = sum(int((model(images[i:i + chunk]).argmax(1) == labels[i:i + chunk]).sum())
+                  for i in range(0, len(images), chunk))
+    model.train(was_training)
+    return correct / max(len(images), 1)
+
+
+def train_expert(model: nn.Module, recipe: ExpertRecipe, train_images: torch.Tensor, train_labels: torch.Tensor,
+                 test_images: torch.Tensor, test_labels: torch.Tensor, generator: torch.Generator,
+                 on_epoch: Callable[[int, float, float], None] | None = None) -> Trajectory:
+    """Train `model` in place for `recipe.epochs` epochs; return its trajectory.
+
+    Images are model-input tensors [N, C, H, W] already on the model's device; all shuffling and
+    augmentation randomness comes from `generator` (CPU), so the result depends only on its seed.
+    `on_epoch(epoch, train_loss, test_accuracy)` is called after each epoch (for progress bars).
+    """
+    flat = FlatModel(model)
+    snapshots = [flat.flatten().cpu()]
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    trajectory = Trajectory(params={})
+    n = len(train_images)
+    seen, started = 0, time.perf_counter()
+    model.train()
+    for epoch in range(1, recipe.epochs + 1):
+        order = torch.randperm(n, generator=generator).to(train_images.device)
+        total_loss = torch.zeros((), device=train_images.device)
+        for start in range(0, n, recipe.batch_size):
+            batch = order[start:start + recipe.batch_size]
+            x, y = train_images[batch], train_labels[batch]
+            x = dsa(x, generator, recipe.dsa_strategy)
+            if recipe.gsam:
+                grads, loss = gsam_gradients(params, lambda: F.cross_entropy(model(x), y), recipe.gsam_rho,
+                                             recipe.gsam_alpha, recipe.gsam_adaptive)
+                for p, g in zip(params, grads):
+                    p.grad = g
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            optimizer.step()
+            total_loss += loss.detach() * len(batch)
+            seen += len(batch)
+        snapshots.append(flat.flatten().cpu())
+        trajectory.train_loss.append(float(total_loss) / n)
+        trajectory.test_accuracy.append(accuracy(model, test_images, test_labels))
+        if on_epoch is not None:
+            on_epoch(epoch, trajectory.train_loss[-1], trajectory.test_accuracy[-1])
+    trajectory.images_per_second = seen / max(time.perf_counter() - started, 1e-9)
+    stacked = torch.stack(snapshots)  # [epochs + 1, P]
+    for name, piece, shape in zip(flat.names, stacked.split(flat.numels, dim=1), flat.shapes):
+        trajectory.params[name] = piece.reshape(len(stacked), *shape).contiguous()
+    return trajectory

@@ -1,0 +1,1 @@
+"""Atomic writes, safe safetensors artifacts, manifests and checkpoints."""

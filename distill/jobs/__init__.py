@@ -1,0 +1,1 @@
+"""Thin Hydra entry points wiring data, models, buffers, matching and evaluation."""

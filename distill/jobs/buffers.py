@@ -1,0 +1,110 @@
+"""distill-buffers: train K experts (sharded over torchrun ranks) and record their trajectories."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from distill.buffers.legacy import import_reference_buffers
+from distill.buffers.recipe import ExpertRecipe, train_expert
+from distill.buffers.store import ModelSignature, check_folder_owner, completed_expert, write_expert, write_manifest
+from distill.errors import DistillError
+from distill.jobs.common import (CONFIG_DIR, Logger, barrier, choose_device, choose_dtype, friendly_errors,
+                                 init_distributed, model_options, prepare_data)
+from distill.jobs.validate import validate_config
+from distill.models import FlatModel, build_model
+from distill.seeds import derive_seed
+
+
+def model_signature(cfg: DictConfig, channels: int, num_classes: int, resolution) -> ModelSignature:
+    """The parameter table of `cfg.model` for this data shape."""
+    flat = FlatModel(build_model(cfg.model.name, channels, num_classes, resolution, **model_options(cfg)))
+    return ModelSignature(cfg.model.name, model_options(cfg), tuple(flat.names), tuple(flat.shapes))
+
+
+def recipe_from(cfg: DictConfig) -> ExpertRecipe:
+    b = cfg.buffers
+    return ExpertRecipe(epochs=int(b.epochs), lr=float(b.lr), momentum=float(b.momentum),
+                        weight_decay=float(b.weight_decay), batch_size=int(b.batch_size),
+                        dsa_strategy=b.dsa_strategy if b.dsa else "", gsam=bool(b.gsam.enabled),
+                        gsam_rho=float(b.gsam.rho), gsam_alpha=float(b.gsam.alpha), gsam_adaptive=bool(b.gsam.adaptive))
+
+
+def run_buffers(cfg: DictConfig) -> Path:
+    """Train (or import) the experts of `cfg` into `cfg.paths.buffers`; returns the folder."""
+    validate_config(cfg, "buffers")
+    rank = init_distributed()
+    device, dtype = choose_device(cfg.device, rank), choose_dtype(cfg.dtype)
+    data = prepare_data(cfg, device, dtype)
+    folder = Path(cfg.paths.buffers)
+    signature = model_signature(cfg, data.channels, data.num_classes, data.resolution)
+    check_folder_owner(folder, data.fingerprint, signature)
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    if cfg.buffers.import_from:
+        if rank.is_main:
+            sidecars = import_reference_buffers(Path(cfg.buffers.import_from), folder, signature, data.fingerprint)
+            write_manifest(folder, config, data.fingerprint, signature, sidecars)
+            print(f"imported {len(sidecars)} experts into {folder}")
+        barrier()
+        return folder
+
+    recipe = recipe_from(cfg)
+    logger = Logger(cfg, "buffers", rank)
+    mine = [k for k in range(int(cfg.buffers.num_experts)) if k % rank.world == rank.rank]
+    for k in mine:
+        seed = derive_seed(int(cfg.seed), "expert", k)
+        if completed_expert(folder, k, seed, recipe.epochs) is not None:
+            print(f"expert {k}: complete and verified, skipped")
+            continue
+        model = build_model(cfg.model.name, data.channels, data.num_classes, data.resolution, seed=seed,
+                            device=device, dtype=dtype, **model_options(cfg))
+        generator = torch.Generator().manual_seed(seed)
+        bar = tqdm(total=recipe.epochs, desc=f"expert {k} (rank {rank.rank})", unit="epoch",
+                   disable=not cfg.progress, leave=False)
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, loss: float, acc: float) -> None:
+            seen = epoch * len(data.train_images)
+            bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{acc:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            bar.update(1)
+            logger.log({f"expert_{k}/train_loss": loss, f"expert_{k}/test_accuracy": acc, "epoch": epoch})
+
+        trajectory = train_expert(model, recipe, data.train_images, data.train_labels, data.test_images,
+                                  data.test_labels, generator, on_epoch)
+        bar.close()
+        if not all(torch.isfinite(t).all() for t in trajectory.params.values()):
+            raise DistillError(f"expert {k} diverged (non-finite parameters): lower buffers.lr")
+        write_expert(folder, k, trajectory.params, signature, data.fingerprint, seed,
+                     trajectory.train_loss, trajectory.test_accuracy)
+        print(f"expert {k}: {recipe.epochs} epochs, final train loss {trajectory.train_loss[-1]:.4f}, "
+              f"test acc {trajectory.test_accuracy[-1]:.4f}, {trajectory.images_per_second:.0f} img/s, "
+              f"{time.perf_counter() - started:.1f} s")
+    barrier()
+    if rank.is_main:
+        sidecars = []
+        for k in range(int(cfg.buffers.num_experts)):
+            record = completed_expert(folder, k, derive_seed(int(cfg.seed), "expert", k), recipe.epochs)
+            if record is None:
+                raise DistillError(f"expert {k} is missing after training: re-run the same command")
+            sidecars.append(record)
+        write_manifest(folder, config, data.fingerprint, signature, sidecars)
+        print(f"buffer ready: {folder} ({len(sidecars)} experts x {recipe.epochs} epochs)")
+    logger.finish()
+    return folder
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    run_buffers(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,7 @@ def write_expert(folder: Path, index: int, params: dict[str, torch.Tensor], sign
     path = expert_path(folder, index)
     save_tensors(path, {k: v.float() for k, v in params.items()}, {
         "format": BUFFER_FORMAT, "model": signature.name, "dataset_fingerprint": fingerprint,
-        "seed": str(seed), "epochs": str(epochs),
+        "seed": seed, "epochs": epochs, "param_names": list(signature.param_names),
     })
     sidecar = {"index": index, "file": path.name, "seed": seed, "epochs": epochs, "train_loss": train_loss,
                "test_accuracy": test_accuracy, "sha256": sha256_file(path)}

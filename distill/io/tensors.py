@@ -17,20 +17,22 @@ from distill.errors import DistillError
 from distill.io.atomic import atomic_write
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+METADATA_KEY = "distill"
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Atomically write `tensors` (moved to CPU, made contiguous) with `metadata` to `path`.
+    """Atomically write `tensors` (moved to CPU, made contiguous) with JSON-able `metadata` to `path`.
 
-    Metadata values that are not strings are stored as JSON text.
+    The metadata is stored as ONE sorted JSON string under the key "distill": safetensors keeps
+    metadata in a hash map whose order varies run to run, and identical runs must give identical bytes.
     """
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]:
-    """Return (tensor table, metadata) of a safetensors file after checking its header is sane.
+def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (tensor table, metadata dict) of a safetensors file after checking its header is sane.
 
     Checks that the declared header fits in the file and every tensor's byte range lies inside the
     data section and matches its dtype and shape, so a lying header can never cause a huge read.
@@ -52,7 +54,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
             raise DistillError(f"{path} has a corrupt header ({exc.__class__.__name__}): delete it and re-create it") from None
     if not isinstance(header, dict):
         raise DistillError(f"{path} has a corrupt header: delete it and re-create it")
-    metadata = header.pop("__metadata__", {}) or {}
+    raw_meta = header.pop("__metadata__", {}) or {}
+    try:
+        metadata = json.loads(raw_meta[METADATA_KEY]) if METADATA_KEY in raw_meta else dict(raw_meta)
+    except (TypeError, json.JSONDecodeError):
+        raise DistillError(f"{path} has corrupt metadata: delete it and re-create it") from None
     data_len = size - 8 - header_len
     itemsizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
     for name, info in header.items():
@@ -71,8 +77,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
     return header, metadata
 
 
-def load_tensors(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load every tensor of a validated safetensors file. Returns (tensors, metadata strings)."""
+def load_tensors(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load every tensor of a validated safetensors file. Returns (tensors, metadata dict)."""
     _, metadata = read_header(path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as handle:

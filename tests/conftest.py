@@ -1,0 +1,58 @@
+"""Shared fixtures: the real Hydra config composed and shrunk to tiny CPU sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from distill.jobs.common import CONFIG_DIR
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(2)
+
+TINY = [
+    "progress=false",
+    "model.options.width=8",
+    "buffers.num_experts=2",
+    "buffers.epochs=4",
+    "buffers.batch_size=128",
+    "distill.ipc=2",
+    "distill.iterations=3",
+    "distill.syn_steps=3",
+    "distill.expert_epochs=2",
+    "distill.min_start_epoch=0",
+    "distill.current_max_start_epoch=1",
+    "distill.max_start_epoch=3",
+    "distill.expansion_end_iteration=2",
+    "distill.eval_every=0",
+    "distill.checkpoint_every=2",
+    "eval.runs=2",
+    "eval.full_epochs=1",
+    "protocol.epochs=10",
+]
+
+
+def make_config(tmp_path: Path, *overrides: str):
+    """The project's config with TINY sizes, outputs under tmp_path, then `overrides` applied."""
+    paths = [f"paths.buffers={tmp_path}/buffers", f"paths.distill={tmp_path}/distill", f"paths.results={tmp_path}/results"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=[*TINY, *paths, *overrides])
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_buffer(tmp_path_factory):
+    """A 2-expert, 4-epoch buffer on digits (built once per test session). Returns (cfg, folder)."""
+    from distill.jobs.buffers import run_buffers
+
+    root = tmp_path_factory.mktemp("shared")
+    cfg = make_config(root)
+    return cfg, run_buffers(cfg)

@@ -1,0 +1,161 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distill.buffers.legacy import import_reference_buffers
+from distill.buffers.recipe import ExpertRecipe, train_expert
+from distill.buffers.store import BufferReader, ModelSignature, expert_path
+from distill.errors import DistillError
+from distill.jobs.buffers import model_signature, run_buffers
+from distill.models import FlatModel, build_model
+from tests.conftest import make_config
+
+
+def test_trajectory_shapes_and_epoch_zero_is_initialisation():
+    model = build_model("convnet", 1, 10, 8, seed=0, width=8, depth=2)
+    init = FlatModel(model).flatten()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8), torch.arange(64) % 10
+    traj = train_expert(model, ExpertRecipe(epochs=3, batch_size=16), x, y, x[:10], y[:10], g)
+    flat = FlatModel(model)
+    assert list(traj.params) == flat.names
+    assert all(t.shape == (4, *s) for t, s in zip(traj.params.values(), flat.shapes))
+    assert torch.equal(torch.cat([t[0].reshape(-1) for t in traj.params.values()]), init)
+    assert torch.equal(torch.cat([t[3].reshape(-1) for t in traj.params.values()]), flat.flatten())
+    assert len(traj.train_loss) == 3 and len(traj.test_accuracy) == 3
+
+
+def test_reader_returns_the_models_parameters_at_each_epoch(tiny_buffer):
+    cfg, folder = tiny_buffer
+    reader = BufferReader(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["epochs"] == 4 and len(manifest["experts"]) == 2
+    assert len(manifest["experts"][0]["train_loss"]) == 4 and manifest["model"]["num_params"] == reader.signature.num_params
+    with torch.no_grad():
+        from safetensors.torch import load_file
+
+        whole = load_file(expert_path(folder, 1))
+    for epoch in (0, 2, 4):
+        expected = torch.cat([whole[name][epoch].reshape(-1) for name in reader.signature.param_names])
+        assert torch.equal(reader.params(1, epoch), expected)
+    # epoch 0 is the freshly built model with the expert's own seed
+    model = build_model(cfg.model.name, 1, 10, 8, seed=manifest["experts"][0]["seed"], **cfg.model.options)
+    assert torch.equal(reader.params(0, 0), FlatModel(model).flatten())
+
+
+def test_reader_refuses_short_buffers_and_tampered_files(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    with pytest.raises(DistillError, match="has 4 epochs but the window needs 9"):
+        BufferReader(folder, min_epochs=9)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        copy.joinpath(f.name).write_bytes(f.read_bytes())
+    raw = bytearray(expert_path(copy, 0).read_bytes())
+    raw[-3] ^= 0xFF
+    expert_path(copy, 0).write_bytes(bytes(raw))
+    with pytest.raises(DistillError, match="fails its sha256 check"):
+        BufferReader(copy).params(0, 1)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch, tiny_buffer):
+    _, reference = tiny_buffer
+    cfg = make_config(tmp_path)
+    import distill.jobs.buffers as job
+
+    real_write = job.write_expert
+    calls = []
+
+    def dying_write(folder, index, *args, **kwargs):
+        if index == 1:
+            (folder / ".expert_0001.safetensors.dead.tmp").write_bytes(b"partial")
+            raise KeyboardInterrupt  # stands for a kill in the middle of expert 1
+        calls.append(index)
+        return real_write(folder, index, *args, **kwargs)
+
+    monkeypatch.setattr(job, "write_expert", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_buffers(cfg)
+    assert not (tmp_path / "buffers" / "manifest.json").exists()
+    monkeypatch.setattr(job, "write_expert", real_write)
+    retrained = []
+    monkeypatch.setattr(job, "train_expert", lambda *a, **k: retrained.append(1) or job_train(*a, **k))
+    run_buffers(cfg)
+    assert len(retrained) == 1  # expert 0 was complete and verified, only expert 1 was redone
+    for k in range(2):
+        assert expert_path(tmp_path / "buffers", k).read_bytes() == expert_path(reference, k).read_bytes()
+
+
+def job_train(*args, **kwargs):
+    return train_expert(*args, **kwargs)
+
+
+def test_two_gloo_processes_write_byte_identical_experts(tmp_path, tiny_buffer):
+    _, reference = tiny_buffer
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "disabled"}
+    from tests.conftest import TINY
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
+           "-m", "distill.jobs.buffers", *TINY, f"paths.buffers={tmp_path}/b", "device=cpu"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for k in range(2):
+        assert expert_path(tmp_path / "b", k).read_bytes() == expert_path(reference, k).read_bytes()
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["experts"][1]["seed"] > 0
+
+
+def test_folder_with_another_models_buffers_is_refused(tiny_buffer, tmp_path):
+    cfg, folder = tiny_buffer
+    other = make_config(tmp_path, f"paths.buffers={folder}", "model.options.width=16")
+    with pytest.raises(DistillError, match="holds other buffers.*parameters"):
+        run_buffers(other)
+    zca = make_config(tmp_path, f"paths.buffers={folder}", "dataset.zca=true")
+    with pytest.raises(DistillError, match="zca"):
+        run_buffers(zca)
+
+
+def test_too_few_epochs_and_unknown_model_are_config_errors(tmp_path):
+    with pytest.raises(DistillError, match="buffers.epochs must be >="):
+        run_buffers(make_config(tmp_path, "buffers.epochs=2"))
+    with pytest.raises(DistillError, match="unknown model 'nope'"):
+        run_buffers(make_config(tmp_path, "model.name=nope"))
+
+
+def _signature():
+    flat = FlatModel(build_model("mlp", 1, 3, 4, hidden=5))
+    return flat, ModelSignature("mlp", {"hidden": 5}, tuple(flat.names), tuple(flat.shapes))
+
+
+def test_import_of_reference_replay_buffers(tmp_path):
+    flat, signature = _signature()
+    experts = [[[torch.randn(s) for s in flat.shapes] for _epoch in range(3)] for _expert in range(2)]
+    torch.save(experts, tmp_path / "replay_buffer_0.pt")
+    torch.save(experts[:1], tmp_path / "replay_buffer_1.pt")
+    sidecars = import_reference_buffers(tmp_path, tmp_path / "out", signature, {"dataset": "x"})
+    assert len(sidecars) == 3
+    from distill.buffers.store import write_manifest
+
+    write_manifest(tmp_path / "out", {}, {"dataset": "x"}, signature, sidecars)
+    reader = BufferReader(tmp_path / "out")
+    assert torch.equal(reader.params(1, 2), torch.cat([t.reshape(-1) for t in experts[1][2]]))
+    assert torch.equal(reader.params(2, 0), torch.cat([t.reshape(-1) for t in experts[0][0]]))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo PWNED > /tmp/distill_pwned",))
+
+
+def test_reference_file_asking_for_globals_is_refused(tmp_path):
+    flat, signature = _signature()
+    torch.save([_Evil()], tmp_path / "replay_buffer_0.pt")
+    with pytest.raises(DistillError, match="refusing to load"):
+        import_reference_buffers(tmp_path, tmp_path / "out", signature, {})
+    assert not os.path.exists("/tmp/distill_pwned")
+    torch.save([[[torch.randn(2, 2)]]], tmp_path / "replay_buffer_0.pt")
+    with pytest.raises(DistillError, match="holds 1 tensors, model 'mlp' has 6"):
+        import_reference_buffers(tmp_path, tmp_path / "out", signature, {})

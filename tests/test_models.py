@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.models import FlatModel, build_model, model_names
+
+
+def test_convnet_parameter_counts_match_reference():
+    assert FlatModel(build_model("convnet", 3, 10, 32)).num_params == 320_010
+    assert FlatModel(build_model("convnet", 3, 100, 32)).num_params == 504_420
+    assert FlatModel(build_model("convnet_d4", 3, 200, 64)).num_params == 857_160
+    assert FlatModel(build_model("resnet18", 3, 10, 32)).num_params == 11_173_962
+
+
+@pytest.mark.parametrize("name", ["convnet", "convnet_bn", "lenet", "alexnet", "vgg11", "resnet18", "resnet18_ap",
+                                  "resnet18_bn", "mlp", "convnet_d4"])
+def test_forward_shape_and_functional_call_equal_module(name):
+    model = build_model(name, 3, 7, 32, seed=0, dtype=torch.float64).eval()
+    flat = FlatModel(model)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    out = model(x)
+    assert out.shape == (3, 7)
+    assert torch.allclose(flat(flat.flatten(), x), out, atol=1e-10)
+    vector = flat.flatten().requires_grad_(True)
+    (grad,) = torch.autograd.grad(flat(vector, x).sum(), vector)
+    assert grad.shape == vector.shape and grad.abs().sum() > 0
+
+
+def test_parameter_order_and_names_are_stable():
+    a, b = FlatModel(build_model("convnet", 1, 10, 28)), FlatModel(build_model("convnet", 1, 10, 28))
+    assert a.names == b.names and a.names[0] == "features.0.weight" and a.names[-1] == "classifier.bias"
+    assert a.shapes[0] == (128, 1, 3, 3)
+
+
+def test_seed_makes_init_reproducible():
+    one = FlatModel(build_model("convnet", 1, 10, 28, seed=5)).flatten()
+    assert torch.equal(one, FlatModel(build_model("convnet", 1, 10, 28, seed=5)).flatten())
+    assert not torch.equal(one, FlatModel(build_model("convnet", 1, 10, 28, seed=6)).flatten())
+
+
+def test_bad_model_inputs_are_one_line_errors():
+    with pytest.raises(DistillError, match="choose one of.*convnet.*resnet18"):
+        build_model("transformer", 3, 10, 32)
+    with pytest.raises(DistillError, match="cannot take 1x8x8"):
+        build_model("lenet", 1, 10, 8)
+    assert "vgg11" in model_names()

@@ -1,0 +1,57 @@
+"""Training a fresh network on a resident set under a protocol, and testing it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.buffers.recipe import accuracy
+from distill.data.augment import dsa
+from distill.evaluate.protocol import Protocol, decay_epoch, lr_at_epoch
+from distill.matching.loss import soft_cross_entropy
+
+
+def set_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy for probability targets [B, K], plain cross-entropy for class indices [B]."""
+    return soft_cross_entropy(logits, targets) if targets.is_floating_point() else F.cross_entropy(logits, targets)
+
+
+def train_on_set(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, protocol: Protocol, lr: float,
+                 generator: torch.Generator, epochs: int | None = None) -> float:
+    """Train `model` in place on images [N, C, H, W] with targets (probabilities [N, K] or classes [N]).
+
+    SGD(lr, momentum, weight decay) for epochs + 1 passes (as the reference); after pass
+    epochs // 2 + 1 the lr drops x0.1 and the optimiser is re-created (momentum reset). DSA on every
+    batch. All randomness from `generator`. Returns the last pass's mean training loss.
+    """
+    epochs = protocol.epochs if epochs is None else epochs
+    n = len(images)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=protocol.momentum,
+                                weight_decay=protocol.weight_decay)
+    last_loss = torch.zeros((), device=images.device)
+    for epoch in range(epochs + 1):
+        if epoch == decay_epoch(epochs) + 1:
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr_at_epoch(epoch, lr, epochs),
+                                        momentum=protocol.momentum, weight_decay=protocol.weight_decay)
+        order = torch.randperm(n, generator=generator).to(images.device)
+        last_loss = torch.zeros((), device=images.device)
+        for start in range(0, n, protocol.batch_size):
+            batch = order[start:start + protocol.batch_size]
+            x = dsa(images[batch], generator, protocol.dsa_strategy)
+            loss = set_loss(model(x), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            last_loss += loss.detach() * len(batch)
+    return float(last_loss) / n
+
+
+def train_and_test(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, test_images: torch.Tensor,
+                   test_labels: torch.Tensor, protocol: Protocol, lr: float, seed: int,
+                   epochs: int | None = None) -> float:
+    """Train `model` on the set (see `train_on_set`) with randomness from `seed`; return test accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    train_on_set(model, images, targets, protocol, lr, generator, epochs)
+    return accuracy(model, test_images, test_labels)

@@ -1,0 +1,30 @@
+"""Image grids for people: one row per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from distill.io.atomic import atomic_write
+
+
+def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_class: int = 10,
+              max_classes: int = 20) -> Path:
+    """Save class-major pixels [num_classes * ipc, C, H, W] in [0, 1] as a PNG grid (classes as rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_class = len(pixels) // num_classes
+    grid = rearrange(pixels.detach().cpu().float(), "(k n) c h w -> k n c h w", k=num_classes)
+    grid = grid[:max_classes, :max_per_class]
+    grid = torch.nn.functional.pad(grid, (1, 1, 1, 1), value=1.0)
+    image = rearrange(grid, "k n c h w -> (k h) (n w) c").clamp(0, 1).numpy()
+    cmap = "gray" if image.shape[2] == 1 else None
+    image = image[..., 0] if image.shape[2] == 1 else image
+    scale = max(1, 256 // max(image.shape[:2]))
+    image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    return atomic_write(path, lambda tmp: plt.imsave(tmp, image, cmap=cmap, vmin=0, vmax=1, format="png"))

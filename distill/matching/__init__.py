@@ -1,0 +1,1 @@
+"""Trajectory matching (DATM / MTT): window schedule, initialisers, unroll engines, matching loss, loop."""

@@ -1,0 +1,146 @@
+"""The unrolled student and the gradient of the matching loss through it: two engines, same answer.
+
+The student starts at w_0 = theta*_t and takes N plain SGD steps on the synthetic set:
+    w_{j+1} = w_j - lr * grad_w CE(f(DSA_j(X[B_j]); w_j), softmax(Y[B_j]))
+and the loss is L = ||w_N - theta*_{t+M}||^2 / ||w_0 - theta*_{t+M}||^2. We need dL/dX, dL/dY, dL/dlr.
+
+* `plain`: keep the whole create_graph unroll and back-propagate once (memory grows with N).
+* `flat`: run the N steps without a graph, keep only w_0..w_N (the minibatches and augmentation
+  seeds are in the plan), then walk the steps backwards. With the adjoint a_{j+1} = dL/dw_{j+1}:
+      dL/dlr   += -<g_j, a_{j+1}>
+      a_j       = a_{j+1} - lr * H_j a_{j+1}          (Hessian-vector product)
+      dL/dX,Y  += -lr * (dg_j/dX,Y)^T a_{j+1}
+  each from one recomputed step and one double-backward. This is exact reverse-mode
+  differentiation (unlike TESLA, no cross-step term is dropped); only one step's activations live
+  at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from distill.data.augment import dsa
+from distill.matching.loss import matching_loss, soft_cross_entropy
+from distill.models.flat import FlatModel
+
+
+@dataclass(frozen=True)
+class UnrollPlan:
+    """What makes an unroll reproducible: per step, the synthetic indices and the augmentation seed."""
+
+    batches: tuple[torch.Tensor, ...]
+    augment_seeds: tuple[int, ...]
+    dsa_strategy: str
+
+    @property
+    def steps(self) -> int:
+        return len(self.batches)
+
+
+def make_plan(num_images: int, batch_size: int | None, steps: int, generator: torch.Generator,
+              dsa_strategy: str) -> UnrollPlan:
+    """Split random permutations of the synthetic set into minibatches of `batch_size` (None = all),
+    drawing a new permutation when one runs out, and one augmentation seed per step."""
+    size = num_images if batch_size is None else min(batch_size, num_images)
+    batches: list[torch.Tensor] = []
+    while len(batches) < steps:
+        order = torch.randperm(num_images, generator=generator)
+        batches.extend(order[i:i + size] for i in range(0, num_images, size))
+    seeds = torch.randint(0, 2**62, (steps,), generator=generator).tolist()
+    return UnrollPlan(tuple(batches[:steps]), tuple(seeds), dsa_strategy)
+
+
+@dataclass
+class MatchResult:
+    """The matching loss (detached scalar) and its gradients: images [N, C, H, W], labels [N, K] or None, lr."""
+
+    loss: torch.Tensor
+    grad_images: torch.Tensor
+    grad_labels: torch.Tensor | None
+    grad_lr: torch.Tensor
+
+
+def _step_loss(student: FlatModel, w: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
+               plan: UnrollPlan, j: int) -> torch.Tensor:
+    """Inner loss of step j: soft CE of the augmented minibatch against its target distribution."""
+    batch = plan.batches[j].to(images.device)
+    x = dsa(images[batch], torch.Generator().manual_seed(plan.augment_seeds[j]), plan.dsa_strategy)
+    return soft_cross_entropy(student(w, x), targets[batch])
+
+
+def _targets(label_logits: torch.Tensor | None, hard_targets: torch.Tensor | None) -> torch.Tensor:
+    return F.softmax(label_logits, dim=1) if label_logits is not None else hard_targets
+
+
+def match_plain(student: FlatModel, start: torch.Tensor, target: torch.Tensor, images: torch.Tensor,
+                label_logits: torch.Tensor | None, hard_targets: torch.Tensor | None, lr: torch.Tensor,
+                plan: UnrollPlan) -> MatchResult:
+    """Engine (a): differentiate through the stored unroll graph.
+
+    start / target: expert vectors [P]; images [N, C, H, W]; label_logits [N, K] (learned) or
+    hard_targets [N, K] (fixed probabilities); lr: scalar. Inputs are not modified.
+    """
+    images = images.detach().requires_grad_(True)
+    labels = label_logits.detach().requires_grad_(True) if label_logits is not None else None
+    lr = lr.detach().requires_grad_(True)
+    targets = _targets(labels, hard_targets)
+    w = start.detach().requires_grad_(True)
+    for j in range(plan.steps):
+        loss_j = _step_loss(student, w, images, targets, plan, j)
+        (g,) = torch.autograd.grad(loss_j, w, create_graph=True)
+        w = w - lr * g
+    loss = matching_loss(w, start, target)
+    wrt = [images, lr] + ([labels] if labels is not None else [])
+    grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+    zero = torch.zeros_like
+    return MatchResult(loss.detach(), grads[0] if grads[0] is not None else zero(images),
+                       (grads[2] if grads[2] is not None else zero(labels)) if labels is not None else None,
+                       grads[1] if grads[1] is not None else zero(lr))
+
+
+def match_flat(student: FlatModel, start: torch.Tensor, target: torch.Tensor, images: torch.Tensor,
+               label_logits: torch.Tensor | None, hard_targets: torch.Tensor | None, lr: torch.Tensor,
+               plan: UnrollPlan) -> MatchResult:
+    """Engine (b): exact gradients with activation memory independent of N (see the module docstring).
+
+    Same arguments and result as `match_plain`.
+    """
+    lr_value = lr.detach()
+    images_const = images.detach()
+    targets_const = _targets(label_logits.detach() if label_logits is not None else None, hard_targets)
+    iterates = [start.detach()]
+    for j in range(plan.steps):
+        w = iterates[-1].requires_grad_(True)
+        (g,) = torch.autograd.grad(_step_loss(student, w, images_const, targets_const, plan, j), w)
+        iterates[-1] = w.detach()
+        iterates.append(w.detach() - lr_value * g)
+
+    end = iterates[-1].requires_grad_(True)
+    loss = matching_loss(end, start.detach(), target.detach())
+    (adjoint,) = torch.autograd.grad(loss, end)
+
+    leaf_images = images.detach().requires_grad_(True)
+    leaf_labels = label_logits.detach().requires_grad_(True) if label_logits is not None else None
+    grad_images = torch.zeros_like(images_const)
+    grad_labels = torch.zeros_like(leaf_labels) if leaf_labels is not None else None
+    grad_lr = torch.zeros_like(lr_value)
+    for j in reversed(range(plan.steps)):
+        w = iterates[j].requires_grad_(True)
+        targets = _targets(leaf_labels, hard_targets)
+        (g,) = torch.autograd.grad(_step_loss(student, w, leaf_images, targets, plan, j), w, create_graph=True)
+        grad_lr -= torch.dot(g.detach(), adjoint)
+        wrt = [w, leaf_images] + ([leaf_labels] if leaf_labels is not None else [])
+        vjp = torch.autograd.grad(g, wrt, grad_outputs=adjoint, allow_unused=True)
+        if vjp[1] is not None:
+            grad_images -= lr_value * vjp[1]
+        if leaf_labels is not None and vjp[2] is not None:
+            grad_labels -= lr_value * vjp[2]
+        adjoint = adjoint - lr_value * vjp[0]
+        iterates[j + 1] = None  # free as we go
+    return MatchResult(loss.detach(), grad_images, grad_labels, grad_lr)
+
+
+ENGINES = {"plain": match_plain, "flat": match_flat}

@@ -117,13 +117,15 @@ class PreparedData:
         return self.raw.resolution
 
 
-def prepare_data(cfg: DictConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> PreparedData:
-    """Load `cfg.dataset`, carve the validation split, fit normalisation/ZCA on the remaining train split."""
+def prepare_data(cfg: DictConfig, device: torch.device, dtype: torch.dtype = torch.float32,
+                 preprocessor: Preprocessor | None = None) -> PreparedData:
+    """Load `cfg.dataset`, carve the validation split, fit normalisation/ZCA on the remaining train split
+    (or use `preprocessor`, e.g. the one stored in a distilled artifact)."""
     ds = cfg.dataset
     raw = load_dataset(ds.name, ds.root, download=ds.download)
     keep, held = stratified_holdout(raw.train_labels, int(ds.val_per_class), int(ds.val_seed))
     train_u8 = raw.train_images[keep]
-    pre = fit_preprocessor(train_u8, zca=bool(ds.zca), zca_eps=float(ds.zca_eps))
+    pre = preprocessor or fit_preprocessor(train_u8, zca=bool(ds.zca), zca_eps=float(ds.zca_eps))
 
     def to(x: torch.Tensor) -> torch.Tensor:
         return pre.apply(x).to(device=device, dtype=dtype)

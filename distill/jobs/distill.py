@@ -190,7 +190,7 @@ def write_outputs(cfg: DictConfig, out: Path, distiller: Distiller, data: Prepar
     save_grid(out / "grid.png", data.preprocessor.invert(selected["images"]), data.num_classes)
     atomic_write_json(out / "summary.json", {
         "iterations": distiller.iteration, "skipped_updates": distiller.skipped, "best": distiller.best,
-        "selection": rule, "final_syn_lr": float(distiller.syn_lr), "initial_label_accuracy": label_acc,
+        "selection": rule, "final_syn_lr": float(distiller.syn_lr.detach()), "initial_label_accuracy": label_acc,
         "seconds_this_session": round(seconds, 2)})
     print(f"distilled set: {out / 'distilled.safetensors'} ({rule}; {distiller.skipped} skipped updates; "
           f"lr {float(selected['lr']):.4g})")

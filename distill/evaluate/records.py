@@ -1,0 +1,71 @@
+"""Evaluation records: one JSON file per (training set, architecture), with everything needed to trust it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+
+from distill.io.atomic import atomic_write_json
+
+RECORD_FORMAT = "distill.eval-record/1"
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit of the project, or None outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=cwd or Path(__file__).resolve().parents[2])
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import distill
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "distill": distill.__version__}
+
+
+def make_record(*, dataset: str, set_kind: str, method: str, ipc: int | None, labels: str, architecture: str,
+                protocol: dict, lr: float, seeds: list[int], accuracies: list[float], seconds: float,
+                artifact_sha256: str | None = None, extra: dict | None = None) -> dict:
+    """A record dict: set_kind is 'distilled', 'random' or 'full'; accuracies are per run in [0, 1]."""
+    mean = statistics.fmean(accuracies)
+    std = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    return {"format": RECORD_FORMAT, "dataset": dataset, "set": set_kind, "method": method, "ipc": ipc,
+            "labels": labels, "architecture": architecture, "protocol": protocol, "lr": lr, "seeds": seeds,
+            "accuracies": accuracies, "mean": mean, "std": std, "runs": len(accuracies),
+            "wall_seconds": round(seconds, 2), "artifact_sha256": artifact_sha256, "versions": versions(),
+            "git_commit": git_commit(), **(extra or {})}
+
+
+def record_path(folder: Path, record: dict) -> Path:
+    """A stable file name: the same set, architecture and protocol overwrite their earlier record."""
+    key = json.dumps([record["dataset"], record["set"], record["method"], record["ipc"], record["labels"],
+                      record["architecture"], record["protocol"], record.get("artifact_sha256")], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return Path(folder) / f"{record['dataset']}_{record['set']}_{record['method']}_ipc{record['ipc']}_" \
+                          f"{record['architecture']}_{record['labels']}_{digest}.json"
+
+
+def write_record(folder: Path, record: dict) -> Path:
+    return atomic_write_json(record_path(folder, record), record)
+
+
+def read_records(folder: Path, dataset: str | None = None) -> list[dict]:
+    """Every record in `folder` (optionally of one dataset); unreadable files are skipped."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if record.get("format") == RECORD_FORMAT and (dataset is None or record.get("dataset") == dataset):
+            records.append(record)
+    return records

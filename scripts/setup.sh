@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Creates ./.venv (seeing any torch the system already has) and installs the project with its test tools.
+# On a machine without torch it installs the CPU build when no NVIDIA GPU is present, never the
+# multi-GB CUDA build. Re-running is fast: nothing is reinstalled while pyproject.toml is unchanged.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+py="$venv/bin/python"
+if [ ! -x "$py" ]; then
+  python3 -m venv --system-site-packages "$venv"
+fi
+stamp="$venv/.distill-installed"
+want=$(sha256sum "$root/pyproject.toml" | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c "import distill, torch, pytest" 2>/dev/null; then
+  exit 0
+fi
+if ! "$py" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "$py" -m pip install -q "torch>=2.6"
+  else
+    "$py" -m pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+"$py" -m pip install -q -e "$root[dev]"
+echo "$want" > "$stamp"

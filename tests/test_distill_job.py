@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from distill.buffers.store import BufferReader
+from distill.errors import DistillError
+from distill.io.artifact import load_artifact
+from distill.jobs.common import prepare_data
+from distill.jobs.distill import run_distill
+from distill.matching.unroll import make_plan, match_flat
+from tests.conftest import make_config
+
+
+def _fixed_loss(reader, student, images, logits, lr):
+    """Matching loss averaged over fixed (expert, start epoch, plan) triples: a noise-free yardstick."""
+    total = 0.0
+    for k in range(len(reader)):
+        for t in (0, 1, 2):
+            plan = make_plan(len(images), None, 10, torch.Generator().manual_seed(10 * k + t), "")
+            total += float(match_flat(student, reader.params(k, t), reader.params(k, t + 2), images, logits, None,
+                                      lr, plan).loss)
+    return total / (3 * len(reader))
+
+
+def test_matching_loss_falls_on_digits_from_a_tiny_buffer(tiny_buffer, tmp_path):
+    cfg, folder = tiny_buffer
+    cfg = make_config(tmp_path, f"paths.buffers={folder}", "distill.iterations=40", "distill.dsa=false",
+                      "distill.syn_steps=10", "distill.lr_teacher=0.05", "distill.lr_lr=1e-4",
+                      "distill.lr_img=100", "distill.threshold=10")
+    import distill.jobs.distill as job
+
+    captured = {}
+    real_run_loop = job.run_loop
+
+    def spy(distiller, *args, **kwargs):
+        reader, student = distiller.experts, distiller.student
+        before = _fixed_loss(reader, student, distiller.images.detach(), distiller.label_logits.detach(),
+                             distiller.syn_lr.detach())
+        out = real_run_loop(distiller, *args, **kwargs)
+        captured["before"] = before
+        captured["after"] = _fixed_loss(reader, student, distiller.images.detach(), distiller.label_logits.detach(),
+                                        distiller.syn_lr.detach())
+        return out
+
+    job.run_loop = spy
+    try:
+        run_distill(cfg)
+    finally:
+        job.run_loop = real_run_loop
+    assert captured["after"] < 0.9 * captured["before"]
+
+
+def test_outputs_are_written_and_self_describing(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    cfg = make_config(tmp_path, f"paths.buffers={folder}", "distill.eval_every=2", "distill.eval_epochs=2")
+    out = run_distill(cfg)
+    synthetic, pre, meta = load_artifact(out / "distilled.safetensors")
+    assert synthetic["images"].shape == (20, 1, 8, 8) and synthetic["label_logits"].shape == (20, 10)
+    assert synthetic["classes"].tolist() == [c for c in range(10) for _ in range(2)]
+    assert meta["ipc"] == 2 and meta["selection"] == "best validation accuracy" and meta["selection_split"] == "validation"
+    assert meta["dataset_fingerprint"]["dataset"] == "digits" and "mean" in pre
+    assert (out / "grid.png").stat().st_size > 100
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 3 and 0 <= summary["best"]["score"] <= 1
+
+
+def test_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    whole = run_distill(make_config(tmp_path / "a", f"paths.buffers={folder}", "distill.iterations=4"))
+    part = make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=2")
+    run_distill(part)
+    resumed = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=4"))
+    a, _, _ = load_artifact(whole / "distilled_last.safetensors")
+    b, _, _ = load_artifact(resumed / "distilled_last.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.iterations=2"))
+    with pytest.raises(DistillError, match="different config"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.lr_img=5"))
+
+
+def test_bad_distill_inputs_are_one_line_errors(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    with pytest.raises(DistillError, match="window needs 5"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.max_start_epoch=4"))
+    with pytest.raises(DistillError, match="does not match this run.*zca"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "dataset.zca=true"))
+    with pytest.raises(DistillError, match="distill.ipc=500 exceeds the smallest class"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.ipc=500"))
+    with pytest.raises(DistillError, match="no expert buffer"):
+        run_distill(make_config(tmp_path, f"paths.buffers={tmp_path}/none"))
+    with pytest.raises(DistillError, match="min_start_epoch must be <"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.min_start_epoch=3"))
+    with pytest.raises(DistillError, match="distill.batch_syn must be >= 1"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.batch_syn=0"))
+    with pytest.raises(DistillError, match="distill.engine must be one of"):
+        run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.engine=magic"))

@@ -1,0 +1,179 @@
+import math
+
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.matching.init import init_correct, init_label_logits, synthetic_classes
+from distill.matching.loop import Distiller, DistillSettings
+from distill.matching.loss import matching_loss, soft_cross_entropy
+from distill.matching.unroll import make_plan, match_flat, match_plain
+from distill.matching.window import Window
+from distill.models import FlatModel, build_model
+
+
+def test_matching_loss_on_a_hand_computed_case():
+    start, target, end = torch.tensor([0.0, 0.0]), torch.tensor([3.0, 4.0]), torch.tensor([3.0, 3.0])
+    assert matching_loss(end, start, target).item() == pytest.approx(1 / 25)
+    assert matching_loss(start, start, target).item() == pytest.approx(1.0)
+
+
+def test_soft_cross_entropy_equals_cross_entropy_on_one_hot_targets():
+    logits = torch.randn(5, 4)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    assert soft_cross_entropy(logits, one_hot).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    uniform = torch.full((5, 4), 0.25)
+    assert soft_cross_entropy(torch.zeros(5, 4), uniform).item() == pytest.approx(math.log(4))
+
+
+def _problem(seed=0, norm="instancenorm"):
+    torch.manual_seed(seed)
+    dt = torch.float64
+    student = FlatModel(build_model("convnet", 1, 4, 8, seed=seed, width=6, depth=2, norm=norm, dtype=dt))
+    start = student.flatten()
+    target = start + 0.02 * torch.randn_like(start)
+    images, logits = torch.randn(8, 1, 8, 8, dtype=dt), torch.randn(8, 4, dtype=dt)
+    plan = make_plan(8, 3, 6, torch.Generator().manual_seed(seed), "color_crop_cutout_flip_scale_rotate")
+    return student, start, target, images, logits, torch.tensor(0.05, dtype=dt), plan
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flat_engine_equals_plain_engine_in_float64(seed):
+    student, start, target, images, logits, lr, plan = _problem(seed)
+    a = match_plain(student, start, target, images, logits, None, lr, plan)
+    b = match_flat(student, start, target, images, logits, None, lr, plan)
+    assert a.loss == b.loss
+    for name in ("grad_images", "grad_labels", "grad_lr"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.abs().max() > 0
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-14), name
+
+
+def test_engines_agree_with_hard_labels_and_match_finite_differences():
+    student, start, target, images, logits, lr, plan = _problem(2)
+    hard = torch.nn.functional.one_hot(logits.argmax(1), 4).to(logits.dtype)
+    a = match_plain(student, start, target, images, None, hard, lr, plan)
+    b = match_flat(student, start, target, images, None, hard, lr, plan)
+    assert b.grad_labels is None and torch.allclose(a.grad_images, b.grad_images, rtol=1e-9, atol=1e-14)
+    eps = 1e-6
+    up = match_flat(student, start, target, images, None, hard, lr + eps, plan).loss
+    down = match_flat(student, start, target, images, None, hard, lr - eps, plan).loss
+    assert float(b.grad_lr) == pytest.approx(float((up - down) / (2 * eps)), rel=1e-5)
+
+
+def test_engines_leave_inputs_untouched():
+    student, start, target, images, logits, lr, plan = _problem(3)
+    copies = [t.clone() for t in (start, images, logits, lr)]
+    match_flat(student, start, target, images, logits, None, lr, plan)
+    assert all(torch.equal(a, b) for a, b in zip(copies, (start, images, logits, lr)))
+
+
+def _fixed(logits):
+    return lambda x: logits[: len(x)]
+
+
+def test_soft_label_init_averages_only_experts_that_classify_correctly():
+    classes = torch.tensor([0, 1])
+    right = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
+    also_right = torch.tensor([[4.0, 0.0], [1.0, 0.0]])  # wrong on image 1
+    wrong = torch.tensor([[0.0, 9.0], [9.0, 0.0]])
+    logits, acc = init_label_logits(torch.zeros(2, 1, 2, 2), classes, [_fixed(right), _fixed(also_right), _fixed(wrong)])
+    assert torch.equal(logits, torch.tensor([[3.0, 0.0], [0.0, 4.0]])) and acc == 1.0
+
+
+def test_correct_init_keeps_only_images_an_expert_classifies_correctly():
+    images = torch.arange(12.0).view(12, 1, 1, 1)
+    labels = torch.tensor([0] * 6 + [1] * 6)
+
+    def expert(x):  # says class 1 for odd pixel values, class 0 otherwise
+        odd = (x.view(-1) % 2 == 1).float()
+        return torch.stack([1 - odd, odd], 1)
+
+    chosen = init_correct(images, labels, 2, 2, [expert], seed=0)
+    values = chosen.view(-1).tolist()
+    assert all(v % 2 == 0 for v in values[:2]) and all(v % 2 == 1 for v in values[2:])
+    assert all(v < 6 for v in values[:2]) and all(v >= 6 for v in values[2:])
+    with pytest.raises(DistillError, match="only 3 images are classified correctly"):
+        init_correct(images, labels, 4, 2, [expert], seed=0)
+
+
+class _ToyExperts:
+    """Two synthetic 'experts' whose trajectories come from real SGD on a fixed batch (well-posed targets)."""
+
+    def __init__(self, student, images, labels, epochs=6, lr=0.1):
+        self.paths = []
+        for seed in range(2):
+            w = FlatModel(build_model("convnet", 1, 4, 8, seed=seed, width=6, depth=2)).flatten()
+            path = [w.clone()]
+            for _ in range(epochs):
+                for _ in range(3):
+                    w = w.requires_grad_(True)
+                    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(student(w, images), labels), w)
+                    w = (w - lr * g).detach()
+                path.append(w.clone())
+            self.paths.append(path)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def params(self, k, epoch, device="cpu"):
+        return self.paths[k][epoch].to(device)
+
+
+def _toy_distiller(**overrides):
+    torch.manual_seed(0)
+    student = FlatModel(build_model("convnet", 1, 4, 8, seed=0, width=6, depth=2))
+    real = torch.randn(32, 1, 8, 8)
+    labels = torch.arange(32) % 4
+    experts = _ToyExperts(student, real, labels)
+    options = {"syn_steps": 5, "expert_epochs": 2, "window": Window(0, 2, 4, 10), "lr_img": 10.0, "lr_lr": 1e-5,
+               "lr_y": 2.0, "dsa_strategy": "", **overrides}
+    settings = DistillSettings(**options)
+    images = real[:8].clone()
+    return Distiller(settings, experts, student, images, torch.randn(8, 4), 0.1, synthetic_classes(4, 2), 4, seed=1)
+
+
+def test_loss_falls_over_iterations():
+    distiller = _toy_distiller()
+    losses = [distiller.step().loss for _ in range(40)]
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+
+
+def test_threshold_skips_and_gives_up_after_too_many():
+    distiller = _toy_distiller(threshold=1e-9, max_consecutive_skips=3)
+    before = distiller.images.detach().clone()
+    record = distiller.step()
+    assert record.skipped.startswith("loss above threshold") and torch.equal(distiller.images.detach(), before)
+    distiller.step()
+    with pytest.raises(DistillError, match="3 updates in a row were skipped"):
+        distiller.step()
+
+
+def test_non_finite_images_are_skipped_not_applied():
+    distiller = _toy_distiller()
+    with torch.no_grad():
+        distiller.images[0, 0, 0, 0] = float("nan")
+    lr_before = float(distiller.syn_lr.detach())
+    record = distiller.step()
+    assert record.skipped is not None and float(distiller.syn_lr.detach()) == lr_before
+
+
+def test_learned_lr_is_kept_positive():
+    distiller = _toy_distiller(lr_lr=10.0, min_syn_lr=1e-4)
+    for _ in range(5):
+        distiller.step()
+        assert float(distiller.syn_lr.detach()) >= 1e-4
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = _toy_distiller()
+    for _ in range(3):
+        a.step()
+    state = a.state_dict()
+    b = _toy_distiller()
+    b.load_state_dict(state)
+    for _ in range(3):
+        ra, rb = a.step(), b.step()
+        assert (ra.expert, ra.start_epoch, ra.loss) == (rb.expert, rb.start_epoch, rb.loss)
+    assert torch.equal(a.images, b.images) and torch.equal(a.label_logits, b.label_logits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def recipe_from(cfg: DictConfig) -> ExpertRecipe:
                         gsam_rho=float(b.gsam.rho), gsam_alpha=float(b.gsam.alpha), gsam_adaptive=bool(b.gsam.adaptive))
 
 
+RECIPE_KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "dsa", "dsa_strategy", "gsam")
+
+
+def check_same_recipe(folder: Path, config: dict) -> None:
+    """Refuse to mix experts trained with another recipe into an existing buffer folder."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or config["buffers"].get("import_from"):
+        return
+    theirs = json.loads(manifest.read_text()).get("config", {}).get("buffers", {})
+    if theirs.get("import_from"):
+        return
+    for key in RECIPE_KEYS:
+        if theirs.get(key) != config["buffers"].get(key):
+            raise DistillError(f"{folder} holds experts trained with buffers.{key}={theirs.get(key)!r}, this run asks "
+                               f"for {config['buffers'].get(key)!r}: choose another paths.buffers or delete the folder")
+
+
 def run_buffers(cfg: DictConfig) -> Path:
     """Train (or import) the experts of `cfg` into `cfg.paths.buffers`; returns the folder."""
     validate_config(cfg, "buffers")
@@ -45,6 +63,7 @@ def run_buffers(cfg: DictConfig) -> Path:
     signature = model_signature(cfg, data.channels, data.num_classes, data.resolution)
     check_folder_owner(folder, data.fingerprint, signature)
     config = OmegaConf.to_container(cfg, resolve=True)
+    check_same_recipe(folder, config)
 
     if cfg.buffers.import_from:
         if rank.is_main:

@@ -50,7 +50,8 @@ def check_artifact_matches(meta: dict, data_fingerprint: dict, path: str) -> Non
 def plan_jobs(cfg: DictConfig, has_artifact: bool, soft_artifact: bool) -> list[EvalJob]:
     """Every run to do, in a fixed order (ranks take every world-th job)."""
     jobs = []
-    label_modes = (["soft", "hard"] if soft_artifact else ["hard"]) if has_artifact else []
+    modes = [m for m in cfg.eval.label_modes if soft_artifact or m == "hard"] or ["hard"]
+    label_modes = modes if has_artifact else []
     for arch in cfg.eval.architectures:
         for r in range(int(cfg.eval.runs)):
             jobs += [EvalJob("distilled", mode, arch, r) for mode in label_modes]

@@ -107,5 +107,7 @@ def validate_config(cfg: DictConfig, job: str) -> None:
         _positive(cfg, "protocol.lr", nullable=True)
         _positive(cfg, "protocol.baseline_lr")
         _choice(cfg, "protocol.labels", LABEL_MODES)
+        for mode in cfg.eval.label_modes:
+            _require(mode in LABEL_MODES, "eval.label_modes", f"may hold only {', '.join(LABEL_MODES)}", mode)
         for baseline in cfg.eval.baselines:
             _require(baseline in ("random", "full"), "eval.baselines", "may hold only random and full", baseline)

@@ -1,0 +1,123 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.evaluate.baselines import random_subset
+from distill.evaluate.protocol import Protocol, decay_epoch, lr_at_epoch
+from distill.evaluate.records import make_record, read_records, write_record
+from distill.evaluate.tables import gap_closed, results_table
+from distill.evaluate.train import set_loss, train_and_test
+from distill.io.artifact import load_artifact, save_artifact
+from distill.jobs.distill import run_distill
+from distill.jobs.evaluate import run_evaluate
+from distill.models import build_model
+from tests.conftest import TINY, make_config
+
+
+def test_protocol_decays_once_at_the_midpoint():
+    assert decay_epoch(1000) == 501
+    assert lr_at_epoch(0, 0.01, 1000) == 0.01 and lr_at_epoch(501, 0.01, 1000) == 0.01
+    assert lr_at_epoch(502, 0.01, 1000) == pytest.approx(0.001) and lr_at_epoch(1000, 0.01, 1000) == pytest.approx(0.001)
+
+
+def test_soft_and_hard_losses_on_a_hand_made_case():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    hard = set_loss(logits, torch.tensor([0, 1]))
+    expected_hard = (torch.log(1 + torch.exp(torch.tensor(-2.0))) + torch.log(torch.tensor(2.0))) / 2
+    assert hard.item() == pytest.approx(expected_hard.item())
+    soft = set_loss(logits, torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    log_p = torch.log_softmax(logits, 1)
+    assert soft.item() == pytest.approx(-(0.5 * log_p).sum(1).mean().item())
+
+
+def test_random_baseline_is_class_balanced_and_seeded():
+    labels = torch.arange(200) % 4
+    images = torch.arange(200.0).view(200, 1, 1, 1)
+    x, y = random_subset(images, labels, 5, 4, seed=3)
+    assert y.tolist() == [c for c in range(4) for _ in range(5)]
+    assert torch.equal(labels[x.view(-1).long()], y)
+    assert torch.equal(x, random_subset(images, labels, 5, 4, seed=3)[0])
+    assert not torch.equal(x, random_subset(images, labels, 5, 4, seed=4)[0])
+
+
+def test_tiny_evaluation_on_digits_beats_chance_clearly(tiny_cfg):
+    from distill.jobs.common import prepare_data
+
+    data = prepare_data(tiny_cfg, torch.device("cpu"))
+    x, y = random_subset(data.train_images, data.train_labels, 10, 10, seed=0)
+    model = build_model("convnet", 1, 10, 8, seed=0, width=16, depth=2)
+    acc = train_and_test(model, x, y, data.test_images, data.test_labels, Protocol(epochs=60, batch_size=50), 0.01, 0)
+    assert acc > 0.6  # chance is 0.1
+
+
+def test_record_round_trip_and_table(tmp_path):
+    record = make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft", architecture="convnet",
+                         protocol={"epochs": 3}, lr=0.01, seeds=[1, 2], accuracies=[0.5, 0.7], seconds=1.0)
+    path = write_record(tmp_path, record)
+    assert json.loads(path.read_text()) == record and read_records(tmp_path) == [record]
+    assert record["mean"] == pytest.approx(0.6) and record["std"] == pytest.approx(0.1)
+    others = [make_record(dataset="d", set_kind="random", method="random", ipc=1, labels="hard", architecture="convnet",
+                          protocol={}, lr=0.01, seeds=[1], accuracies=[0.4], seconds=1.0),
+              make_record(dataset="d", set_kind="full", method="full", ipc=None, labels="hard", architecture="convnet",
+                          protocol={}, lr=0.01, seeds=[1], accuracies=[0.8], seconds=1.0)]
+    table = results_table([record, *others], "d")
+    assert "| 1 | convnet | datm | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
+    assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_buffer, tmp_path_factory):
+    _, folder = tiny_buffer
+    root = tmp_path_factory.mktemp("art")
+    return run_distill(make_config(root, f"paths.buffers={folder}")) / "distilled.safetensors"
+
+
+def test_evaluation_job_writes_records_and_table(artifact, tmp_path):
+    records = run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}"))
+    kinds = sorted((r["set"], r["labels"]) for r in records)
+    assert kinds == [("distilled", "hard"), ("distilled", "soft"), ("full", "hard"), ("random", "hard")]
+    assert all(len(r["accuracies"]) == 2 and r["artifact_sha256"] is None or len(r["artifact_sha256"]) == 64
+               for r in records)
+    table = (tmp_path / "results" / "digits.md").read_text()
+    assert "| 2 | convnet | datm |" in table
+
+
+def test_bad_artifacts_are_refused(artifact, tmp_path):
+    synthetic, pre, meta = load_artifact(artifact)
+    meta.pop("sha256")
+    bad = dict(synthetic, lr=torch.tensor(-0.1))
+    save_artifact(tmp_path / "neg.safetensors", bad, meta, pre)
+    with pytest.raises(DistillError, match="lr -0.1 <= 0"):
+        load_artifact(tmp_path / "neg.safetensors")
+    other = {**meta, "dataset_fingerprint": {**meta["dataset_fingerprint"], "dataset": "mnist", "resolution": [28, 28]}}
+    save_artifact(tmp_path / "other.safetensors", synthetic, other, pre)
+    with pytest.raises(DistillError, match="distilled on dataset='mnist'.*set dataset=mnist"):
+        run_evaluate(make_config(tmp_path, f"eval.artifact={tmp_path / 'other.safetensors'}"))
+    raw = bytearray(artifact.read_bytes())
+    (tmp_path / "cut.safetensors").write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(DistillError, match="corrupt|invalid"):
+        load_artifact(tmp_path / "cut.safetensors")
+    with pytest.raises(DistillError, match="cannot take 1x8x8"):
+        run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}", "eval.architectures=[lenet]"))
+    with pytest.raises(DistillError, match="protocol.lr must be > 0"):
+        run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}", "protocol.lr=-1"))
+
+
+def test_two_gloo_processes_give_the_same_records_as_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    common = [*TINY, "eval.baselines=[random]", "eval.runs=3", "device=cpu"]
+    single = subprocess.run([sys.executable, "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/one"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29518",
+                             "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/two"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-2000:]
+    one, two = read_records(tmp_path / "one" / "records"), read_records(tmp_path / "two" / "records")
+    assert len(one) == len(two) == 1
+    assert one[0]["accuracies"] == two[0]["accuracies"] and one[0]["seeds"] == two[0]["seeds"]

@@ -1,0 +1,61 @@
+"""Every experiment preset composes, validates, and runs one distillation iteration on fake data and
+fake buffers of the right shapes (sizes shrunk: width 8, IPC 2, syn_steps 2, batch_syn <= 8, no ZCA)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.buffers.store import write_expert, write_manifest
+from distill.data.registry import ImageData
+from distill.jobs.buffers import model_signature
+from distill.jobs.common import CONFIG_DIR, prepare_data
+from distill.jobs.distill import run_distill
+from distill.jobs.validate import required_epochs, validate_config
+from tests.conftest import make_config
+
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "tiny_imagenet": (3, 64, 200),
+          "digits": (1, 8, 10), "fashion_mnist": (1, 28, 10)}
+
+
+def _fake_dataset(name):
+    channels, size, classes = SHAPES[name]
+    g = torch.Generator().manual_seed(0)
+
+    def images(n):
+        return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+    labels = torch.arange(classes).repeat_interleave(4)
+    return ImageData(name, images(len(labels)), labels, images(classes), torch.arange(classes),
+                     tuple(map(str, range(classes))), (0.5,) * channels, (0.25,) * channels)
+
+
+def test_all_paper_cells_and_mtt_presets_exist():
+    expected = {f"datm_cifar10_ipc{i}" for i in (1, 10, 50, 500, 1000)} | {f"datm_cifar100_ipc{i}" for i in (1, 10, 50, 100)}
+    expected |= {f"datm_tiny_ipc{i}" for i in (1, 10, 50)} | {f"mtt_cifar10_ipc{i}" for i in (1, 10, 50)}
+    assert expected <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_and_runs_one_iteration(preset, tmp_path, monkeypatch):
+    cfg = make_config(tmp_path, f"experiment={preset}")
+    validate_config(cfg, "pipeline")  # the preset as written, before shrinking
+    batch = cfg.distill.batch_syn
+    cfg = make_config(tmp_path, f"experiment={preset}", "distill.ipc=2", "distill.syn_steps=2", "distill.iterations=1",
+                      f"distill.batch_syn={'null' if batch is None else min(batch, 8)}", "distill.eval_every=0",
+                      "dataset.zca=false", "dataset.val_per_class=1", "model.options.width=8",
+                      "distill.pix_init=real", f"paths.buffers={tmp_path}/buffers", f"paths.distill={tmp_path}/out")
+    fake = _fake_dataset(cfg.dataset.name)
+    monkeypatch.setattr("distill.jobs.common.load_dataset", lambda *a, **k: fake)
+    data = prepare_data(cfg, torch.device("cpu"))
+    signature = model_signature(cfg, data.channels, data.num_classes, data.resolution)
+    epochs = required_epochs(cfg.distill.max_start_epoch, cfg.distill.expert_epochs)
+    sidecars = []
+    for k in range(2):
+        g = torch.Generator().manual_seed(k)
+        params = {n: torch.randn(epochs + 1, *s, generator=g) * 0.1 for n, s in zip(signature.param_names, signature.param_shapes)}
+        sidecars.append(write_expert(tmp_path / "buffers", k, params, signature, data.fingerprint, k, [], []))
+    write_manifest(tmp_path / "buffers", {}, data.fingerprint, signature, sidecars)
+    out = run_distill(cfg)
+    assert (out / "distilled.safetensors").is_file()

@@ -15,6 +15,7 @@ from distill.buffers.legacy import import_reference_buffers
 from distill.buffers.recipe import ExpertRecipe, train_expert
 from distill.buffers.store import ModelSignature, check_folder_owner, completed_expert, write_expert, write_manifest
 from distill.errors import DistillError
+from distill.io.lock import folder_lock
 from distill.jobs.common import (CONFIG_DIR, Logger, barrier, choose_device, choose_dtype, friendly_errors,
                                  init_distributed, model_options, prepare_data)
 from distill.jobs.validate import validate_config
@@ -57,6 +58,13 @@ def run_buffers(cfg: DictConfig) -> Path:
     """Train (or import) the experts of `cfg` into `cfg.paths.buffers`; returns the folder."""
     validate_config(cfg, "buffers")
     rank = init_distributed()
+    if not rank.is_main:  # torchrun ranks write distinct expert files; rank 0 holds the folder's lock
+        return _run_buffers(cfg, rank)
+    with folder_lock(cfg.paths.buffers):
+        return _run_buffers(cfg, rank)
+
+
+def _run_buffers(cfg: DictConfig, rank) -> Path:
     device, dtype = choose_device(cfg.device, rank), choose_dtype(cfg.dtype)
     data = prepare_data(cfg, device, dtype)
     folder = Path(cfg.paths.buffers)

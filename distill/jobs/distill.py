@@ -19,6 +19,7 @@ from distill.evaluate.train import train_and_test
 from distill.io.artifact import save_artifact
 from distill.io.atomic import atomic_write_json
 from distill.io.checkpoint import load_checkpoint, save_checkpoint
+from distill.io.lock import folder_lock
 from distill.io.pictures import save_grid
 from distill.jobs.buffers import model_signature
 from distill.jobs.common import (CONFIG_DIR, Logger, PreparedData, choose_device, choose_dtype, friendly_errors,
@@ -98,6 +99,11 @@ def set_targets(synthetic: dict, label_mode: str) -> torch.Tensor:
 def run_distill(cfg: DictConfig) -> Path:
     """Distil `cfg` into `cfg.paths.distill`; returns the folder holding distilled.safetensors."""
     validate_config(cfg, "distill")
+    with folder_lock(cfg.paths.distill):
+        return _run_distill(cfg)
+
+
+def _run_distill(cfg: DictConfig) -> Path:
     rank = init_distributed()
     device, dtype = choose_device(cfg.device, rank), choose_dtype(cfg.dtype)
     data = prepare_data(cfg, device, dtype)

@@ -1,0 +1,87 @@
+"""Throughput of expert training (distill-buffers) and evaluation training (distill-eval) against the
+bare model's forward+backward on the same batches. Target: both >= 80 % of bare.
+
+Usage: .venv/bin/python scripts/bench_throughput.py  -> prints and writes results/throughput.md
+Data: the embedded digits (8x8) and Fashion-MNIST-shaped random data (1x28x28, 6,000 images).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill.buffers.recipe import ExpertRecipe, train_expert  # noqa: E402
+from distill.data import load_dataset  # noqa: E402
+from distill.data.preprocess import fit_preprocessor  # noqa: E402
+from distill.evaluate.protocol import Protocol  # noqa: E402
+from distill.evaluate.records import git_commit  # noqa: E402
+from distill.evaluate.train import train_on_set  # noqa: E402
+from distill.io.atomic import atomic_write_bytes  # noqa: E402
+from distill.models import build_model  # noqa: E402
+
+
+def bare_rate(model, images, labels, batch, epochs):
+    """img/s of plain forward + backward + SGD step over shuffled resident batches (no augmentation)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    n = len(images)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(n)
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(images[idx]), labels[idx]).backward()
+            opt.step()
+    return n * epochs / (time.perf_counter() - started)
+
+
+def case(name, images, labels, width, depth, expert_epochs, eval_images, eval_epochs):
+    res = images.shape[-1]
+    make = lambda: build_model("convnet", images.shape[1], 10, res, seed=0, width=width, depth=depth)  # noqa: E731
+    bare_rate(make(), images[:512], labels[:512], 256, 1)  # warm-up
+    bare = bare_rate(make(), images, labels, 256, expert_epochs)
+    traj = train_expert(make(), ExpertRecipe(epochs=expert_epochs), images, labels, images[:0], labels[:0],
+                        torch.Generator().manual_seed(0))
+    small_x, small_y = eval_images
+    bare_small = bare_rate(make(), small_x, small_y, 256, eval_epochs)
+    started = time.perf_counter()
+    train_on_set(make(), small_x, small_y, Protocol(epochs=eval_epochs - 1), 0.01, torch.Generator().manual_seed(0))
+    eval_rate = len(small_x) * eval_epochs / (time.perf_counter() - started)
+    return [(f"{name}: expert training (DSA, SGD, per-epoch recording)", traj.images_per_second, bare),
+            (f"{name}: evaluation training on {len(small_x)} images (DSA, SGD+momentum, schedule)", eval_rate, bare_small)]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    rows = []
+    digits = load_dataset("digits")
+    pre = fit_preprocessor(digits.train_images, zca=False)
+    x, y = pre.apply(digits.train_images), digits.train_labels
+    rows += case("digits 1x8x8, ConvNet w32 d2", x, y, 32, 2, 10, (x[:100], y[:100]), 100)
+    fx = torch.randn(6000, 1, 28, 28)
+    fy = torch.arange(6000) % 10
+    rows += case("Fashion-MNIST-shaped 1x28x28, ConvNet w32 d3", fx, fy, 32, 3, 2, (fx[:500], fy[:500]), 20)
+    lines = ["# Training throughput against the bare model", "",
+             "Command: `.venv/bin/python scripts/bench_throughput.py`  ",
+             f"Commit: {git_commit()}  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads", "",
+             "Bare = forward + backward + SGD step on shuffled resident batches of 256, no augmentation. "
+             "Target: >= 80 %.", "", "| case | img/s | bare img/s | ratio |", "|---|---|---|---|"]
+    for name, rate, bare in rows:
+        lines.append(f"| {name} | {rate:.0f} | {bare:.0f} | {100 * rate / bare:.0f} % |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(ROOT / "results" / "throughput.md", text.encode())
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

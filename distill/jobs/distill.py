@@ -143,7 +143,8 @@ def _run_distill(cfg: DictConfig) -> Path:
             seed = derive_seed(int(cfg.seed), f"distill-eval/{distiller.iteration}", r)
             model = build_model(cfg.model.name, data.channels, data.num_classes, data.resolution, seed=seed,
                                 device=device, dtype=dtype, **model_options(cfg))
-            scores.append(train_and_test(model, synthetic["images"], set_targets(synthetic, protocol.labels),
+            mode = protocol.labels if d.soft_labels else "hard"  # one-hot "logits" are not soft labels
+            scores.append(train_and_test(model, synthetic["images"], set_targets(synthetic, mode),
                                          sel_images, sel_labels, protocol, float(synthetic["lr"]), seed,
                                          epochs=int(d.eval_epochs)))
         return sum(scores) / len(scores)

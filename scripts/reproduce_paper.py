@@ -1,0 +1,88 @@
+"""GPU recipe: buffers, DATM distillation with the paper's preset, and evaluation for one dataset,
+printing the accuracies of the DATM paper's Table 1 beside the measured ones.
+
+Usage (on a GPU machine; add torchrun for several GPUs, see README):
+    .venv/bin/python scripts/reproduce_paper.py cifar10 --ipc 1 10 50 [--experts 100] [hydra overrides...]
+    .venv/bin/python scripts/reproduce_paper.py cifar100 --ipc 10
+    .venv/bin/python scripts/reproduce_paper.py tiny --ipc 1
+Fewer experts (--experts 10) or iterations (distill.iterations=2000) give a cheaper, weaker run;
+whatever is measured goes to results/<dataset>.md and results/<dataset>_paper_comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from distill.evaluate.records import git_commit  # noqa: E402
+from distill.io.atomic import atomic_write_bytes  # noqa: E402
+from distill.jobs.buffers import run_buffers  # noqa: E402
+from distill.jobs.common import CONFIG_DIR  # noqa: E402
+from distill.jobs.distill import run_distill  # noqa: E402
+from distill.jobs.evaluate import run_evaluate  # noqa: E402
+
+# DATM paper Table 1 (../shared/reference/datm.md section 5.1): DATM, Random, full dataset, in %.
+PAPER = {
+    "cifar10": {"datm": {1: 46.9, 10: 66.8, 50: 76.1, 500: 83.5, 1000: 85.5},
+                "random": {1: 15.4, 10: 31.0, 50: 50.6, 500: 73.2, 1000: 78.4}, "full": 84.8},
+    "cifar100": {"datm": {1: 27.9, 10: 47.2, 50: 55.0, 100: 57.5},
+                 "random": {1: 4.2, 10: 14.6, 50: 33.4, 100: 42.8}, "full": 56.2},
+    "tiny": {"datm": {1: 17.1, 10: 31.1, 50: 39.7}, "random": {1: 1.4, 10: 5.0, 50: 15.0}, "full": 37.6},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=sorted(PAPER))
+    parser.add_argument("--ipc", type=int, nargs="+", required=True)
+    parser.add_argument("--experts", type=int, default=None, help="number of experts (paper: 100)")
+    args, overrides = parser.parse_known_args()
+    os.chdir(ROOT)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    extra = list(overrides) + ([f"buffers.num_experts={args.experts}"] if args.experts else [])
+    rows, timings = [], {}
+    for i, ipc in enumerate(args.ipc):
+        if ipc not in PAPER[args.dataset]["datm"]:
+            raise SystemExit(f"no paper preset for {args.dataset} IPC {ipc}: choose from {sorted(PAPER[args.dataset]['datm'])}")
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"experiment=datm_{args.dataset}_ipc{ipc}", *extra])
+        t0 = time.perf_counter()
+        run_buffers(cfg)
+        timings[f"buffers (IPC {ipc} preset)"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = run_distill(cfg)
+        timings[f"distill IPC {ipc}"] = time.perf_counter() - t0
+        with open_dict(cfg):
+            cfg.eval.artifact = str(out / "distilled.safetensors")
+            cfg.eval.baselines = ["random"] + (["full"] if i == 0 else [])
+        t0 = time.perf_counter()
+        records = run_evaluate(cfg)
+        timings[f"evaluate IPC {ipc}"] = time.perf_counter() - t0
+        measured = {(r["set"], r["labels"]): 100 * r["mean"] for r in records}
+        paper = PAPER[args.dataset]
+        rows.append(f"| {ipc} | {measured.get(('distilled', 'soft'), float('nan')):.1f} | {paper['datm'][ipc]} | "
+                    f"{measured.get(('random', 'hard'), float('nan')):.1f} | {paper['random'][ipc]} | "
+                    f"{measured.get(('full', 'hard'), float('nan')):.1f} | {paper['full']} |")
+    lines = [f"# {args.dataset}: measured against the DATM paper (Table 1)", "",
+             f"Command: `.venv/bin/python scripts/reproduce_paper.py {' '.join(sys.argv[1:])}`  ",
+             f"Commit: {git_commit()}  ", f"Machine: {platform.node()} {platform.machine()}", "",
+             "| IPC | DATM measured | DATM paper | random measured | random paper | full measured | full paper |",
+             "|---|---|---|---|---|---|---|", *rows, "", "| stage | wall time (s) |", "|---|---|",
+             *[f"| {k} | {v:.0f} |" for k, v in timings.items()]]
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(ROOT / "results" / f"{args.dataset}_paper_comparison.md", text.encode())
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -159,3 +159,24 @@ def test_reference_file_asking_for_globals_is_refused(tmp_path):
     torch.save([[[torch.randn(2, 2)]]], tmp_path / "replay_buffer_0.pt")
     with pytest.raises(DistillError, match="holds 1 tensors, model 'mlp' has 6"):
         import_reference_buffers(tmp_path, tmp_path / "out", signature, {})
+
+
+def test_gsam_reduces_to_plain_gradient_and_to_sam():
+    from distill.buffers.gsam import gsam_gradients
+
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    a = torch.randn(5)
+    loss_fn = lambda: ((w * a).sin() ** 2).sum()  # noqa: E731
+    (plain,) = torch.autograd.grad(loss_fn(), [w])
+    no_radius, _ = gsam_gradients([w], loss_fn, rho=0.0, alpha=0.3)
+    assert torch.allclose(no_radius[0], plain, atol=1e-6)
+    sam, _ = gsam_gradients([w], loss_fn, rho=0.05, alpha=0.0, adaptive=False)
+    with torch.no_grad():
+        shifted = (w + 0.05 * plain / plain.norm()).requires_grad_(True)
+    (expected,) = torch.autograd.grad(((shifted * a).sin() ** 2).sum(), [shifted])
+    assert torch.allclose(sam[0], expected, atol=1e-6)
+    assert torch.equal(w, w.detach())  # weights restored
+    gsam, _ = gsam_gradients([w], loss_fn, rho=0.05, alpha=0.3, adaptive=False)
+    orthogonal = plain - (plain @ expected) / expected.norm() ** 2 * expected
+    assert torch.allclose(gsam[0], expected - 0.3 * orthogonal, atol=1e-5)

@@ -43,3 +43,9 @@ def test_cli_error_is_one_line_and_exit_code_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: config: distill.ipc must be >= 1 (got 0)"]
     assert not (tmp_path / "d").exists()
+
+
+def test_unknown_config_keys_are_rejected(tmp_path):
+
+    with pytest.raises(Exception, match="distill.not_a_key|not_a_key"):
+        make_config(tmp_path, "distill.not_a_key=3")

@@ -34,15 +34,15 @@ from distill.jobs.evaluate import run_evaluate  # noqa: E402
 # DATM's difficulty alignment on an 8-epoch buffer: small IPC matches early epochs with a growing
 # window, large IPC a later window. MTT: hard labels, real init, window [0, T+) without growth.
 RUNS = {
-    "datm_ipc1": ["distill.ipc=1", "distill.iterations=200", "distill.min_start_epoch=0",
-                  "distill.current_max_start_epoch=2", "distill.max_start_epoch=4", "distill.expansion_end_iteration=150"],
-    "datm_ipc10": ["distill.ipc=10", "distill.iterations=150", "distill.min_start_epoch=0",
+    "datm_ipc1": ["distill.ipc=1", "distill.iterations=300", "distill.min_start_epoch=0",
+                  "distill.current_max_start_epoch=2", "distill.max_start_epoch=4", "distill.expansion_end_iteration=200"],
+    "datm_ipc10": ["distill.ipc=10", "distill.iterations=120", "distill.min_start_epoch=0",
                    "distill.current_max_start_epoch=3", "distill.max_start_epoch=5", "distill.expansion_end_iteration=100"],
-    "datm_ipc50": ["distill.ipc=50", "distill.iterations=100", "distill.batch_syn=100", "distill.min_start_epoch=2",
+    "datm_ipc50": ["distill.ipc=50", "distill.iterations=80", "distill.batch_syn=100", "distill.min_start_epoch=2",
                    "distill.current_max_start_epoch=5", "distill.max_start_epoch=6", "distill.sequential_generation=false",
                    "distill.expansion_end_iteration=1"],
 }
-for ipc, iters, extra in ((1, 200, []), (10, 150, []), (50, 100, ["distill.batch_syn=100"])):
+for ipc, iters, extra in ((1, 300, []), (10, 120, []), (50, 80, ["distill.batch_syn=100"])):
     RUNS[f"mtt_ipc{ipc}"] = [f"distill.ipc={ipc}", f"distill.iterations={iters}", "distill.method=mtt",
                              "distill.soft_labels=false", "distill.pix_init=real", "distill.min_start_epoch=0",
                              "distill.current_max_start_epoch=6", "distill.max_start_epoch=6",

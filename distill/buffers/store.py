@@ -62,8 +62,12 @@ def sidecar_path(folder: Path, index: int) -> Path:
 
 
 def write_expert(folder: Path, index: int, params: dict[str, torch.Tensor], signature: ModelSignature,
-                 fingerprint: dict, seed: int, train_loss: list[float], test_accuracy: list[float]) -> dict:
-    """Write expert `index` (params[name]: [epochs + 1, *shape]) and its sidecar. Returns the sidecar dict."""
+                 fingerprint: dict, seed: int, train_loss: list[float], test_accuracy: list[float],
+                 extra: dict | None = None) -> dict:
+    """Write expert `index` (params[name]: [epochs + 1, *shape]) and its sidecar. Returns the sidecar dict.
+
+    `extra` (e.g. training time) goes into the sidecar only, so the expert file's bytes stay reproducible.
+    """
     if tuple(params) != signature.param_names:
         raise DistillError(f"expert {index}: parameter names {list(params)[:3]}... differ from the model's")
     epochs = next(iter(params.values())).shape[0] - 1
@@ -73,7 +77,7 @@ def write_expert(folder: Path, index: int, params: dict[str, torch.Tensor], sign
         "seed": seed, "epochs": epochs, "param_names": list(signature.param_names),
     })
     sidecar = {"index": index, "file": path.name, "seed": seed, "epochs": epochs, "train_loss": train_loss,
-               "test_accuracy": test_accuracy, "sha256": sha256_file(path)}
+               "test_accuracy": test_accuracy, "sha256": sha256_file(path), **(extra or {})}
     atomic_write_json(sidecar_path(folder, index), sidecar)
     return sidecar
 

@@ -109,7 +109,9 @@ def _run_buffers(cfg: DictConfig, rank) -> Path:
         if not all(torch.isfinite(t).all() for t in trajectory.params.values()):
             raise DistillError(f"expert {k} diverged (non-finite parameters): lower buffers.lr")
         write_expert(folder, k, trajectory.params, signature, data.fingerprint, seed,
-                     trajectory.train_loss, trajectory.test_accuracy)
+                     trajectory.train_loss, trajectory.test_accuracy,
+                     {"train_seconds": round(time.perf_counter() - started, 1),
+                      "images_per_second": round(trajectory.images_per_second)})
         print(f"expert {k}: {recipe.epochs} epochs, final train loss {trajectory.train_loss[-1]:.4f}, "
               f"test acc {trajectory.test_accuracy[-1]:.4f}, {trajectory.images_per_second:.0f} img/s, "
               f"{time.perf_counter() - started:.1f} s")

@@ -69,23 +69,22 @@ def initial_set(cfg: DictConfig, data: PreparedData, reader: BufferReader, stude
     d = cfg.distill
     ipc, k = int(d.ipc), data.num_classes
     seed = derive_seed(int(cfg.seed), "init")
-    final = reader.epochs
-    n_label = len(reader) if d.label_init_experts is None else min(int(d.label_init_experts), len(reader))
-    experts = [(lambda x, w=reader.params(e, final, device).to(data.train_images.dtype): student(w, x))
-               for e in range(n_label)]
+    dtype = data.train_images.dtype
+    classifiers = [(lambda x, w=reader.params(e, reader.epochs, device).to(dtype): student(w, x))
+                   for e in range(len(reader))]
+    labellers = classifiers if d.label_init_experts is None else classifiers[:int(d.label_init_experts)]
+    student.module.eval()
     if d.pix_init == "real":
         images = init_real(data.train_images, data.train_labels, ipc, k, seed)
     elif d.pix_init == "correct":
-        scanners = experts + [(lambda x, w=reader.params(e, final, device).to(data.train_images.dtype): student(w, x))
-                              for e in range(n_label, len(reader))]
-        images = init_correct(data.train_images, data.train_labels, ipc, k, scanners, seed)
+        images = init_correct(data.train_images, data.train_labels, ipc, k, classifiers, seed)
     else:
-        images = init_noise((ipc * k, data.channels, *data.resolution), seed, device, data.train_images.dtype)
+        images = init_noise((ipc * k, data.channels, *data.resolution), seed, device, dtype)
     classes = synthetic_classes(k, ipc, device)
-    if not d.soft_labels:
-        return images, torch.nn.functional.one_hot(classes, k).to(images.dtype), 1.0
-    student.module.eval()
-    logits, acc = init_label_logits(images, classes, experts)
+    if d.soft_labels:
+        logits, acc = init_label_logits(images, classes, labellers)
+    else:
+        logits, acc = torch.nn.functional.one_hot(classes, k).to(dtype), 1.0
     student.module.train()
     return images, logits, acc
 
@@ -121,15 +120,18 @@ def _run_distill(cfg: DictConfig) -> Path:
     ckpt_path = out / "checkpoint.pt"
     settings = settings_from(cfg)
 
-    images, logits, label_acc = initial_set(cfg, data, reader, student, device)
+    state = load_checkpoint(ckpt_path, key) if d.resume and ckpt_path.is_file() else None
+    if state is None:
+        images, logits, label_acc = initial_set(cfg, data, reader, student, device)
+        print(f"initialised {len(images)} images ({d.pix_init}); soft-label argmax accuracy {label_acc:.3f}")
+    else:
+        images, logits, label_acc = state["images"].to(device), state["label_logits"].to(device), None
     distiller = Distiller(settings, reader, student, images, logits, float(d.lr_teacher),
                           synthetic_classes(data.num_classes, int(d.ipc), device), data.num_classes,
                           derive_seed(int(cfg.seed), "distill"))
-    if d.resume and ckpt_path.is_file():
-        distiller.load_state_dict(load_checkpoint(ckpt_path, key))
+    if state is not None:
+        distiller.load_state_dict(state)
         print(f"resumed from {ckpt_path} at iteration {distiller.iteration}")
-    else:
-        print(f"initialised {len(images)} images ({d.pix_init}); soft-label argmax accuracy {label_acc:.3f}")
 
     protocol = protocol_from(cfg)
     sel_images, sel_labels = ((data.val_images, data.val_labels) if d.selection == "validation"

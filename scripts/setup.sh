@@ -18,7 +18,8 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     "$py" -m pip install -q "torch>=2.6"
   else
-    "$py" -m pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+    # PyTorch's CPU index; --retries 0 keeps this quick where only a local mirror is reachable
+    "$py" -m pip install -q --retries 0 torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 "$py" -m pip install -q -e "$root[dev]"

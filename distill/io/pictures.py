@@ -25,6 +25,6 @@ def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_
     image = rearrange(grid, "k n c h w -> (k h) (n w) c").clamp(0, 1).numpy()
     cmap = "gray" if image.shape[2] == 1 else None
     image = image[..., 0] if image.shape[2] == 1 else image
-    scale = max(1, 256 // max(image.shape[:2]))
+    scale = max(1, 512 // max(image.shape[:2]))  # small images (8 px digits) get enlarged to be seen
     image = image.repeat(scale, axis=0).repeat(scale, axis=1)
     return atomic_write(path, lambda tmp: plt.imsave(tmp, image, cmap=cmap, vmin=0, vmax=1, format="png"))

@@ -2,6 +2,8 @@
 difficulty-alignment ablation, random subsets and the full set, all under one evaluation protocol.
 
 Usage:  .venv/bin/python scripts/reproduce_fashion_mnist.py [hydra overrides...]
+        .venv/bin/python scripts/reproduce_fashion_mnist.py --only datm_ipc1,mtt_ipc1 [overrides...]
+        .venv/bin/python scripts/reproduce_fashion_mnist.py --report-only   (timings from the files on disk)
 Needs Fashion-MNIST: Debian's `dataset-fashion-mnist` (installed here when apt-get is available) or
 `dataset.download=true`. Every stage is resumable: re-running skips finished experts and resumes
 distillation from checkpoints. Writes results/fashion_mnist.md (the table),
@@ -72,7 +74,7 @@ def ensure_dataset() -> None:
     subprocess.run("apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist", shell=True, check=False)
 
 
-def main(extra: list[str]) -> None:
+def main(extra: list[str], only: set[str] | None = None) -> None:
     os.chdir(ROOT)
     os.environ.setdefault("WANDB_MODE", "offline")
     ensure_dataset()
@@ -85,6 +87,8 @@ def main(extra: list[str]) -> None:
 
     first = True
     for name, overrides in {**RUNS, **ABLATION}.items():
+        if only is not None and name not in only:
+            continue
         cfg = config([*overrides, *extra, f"paths.distill=runs/fashion_mnist/{name}"])
         t0 = time.perf_counter()
         out = run_distill(cfg)
@@ -106,6 +110,31 @@ def main(extra: list[str]) -> None:
     write_report(timings, extra)
 
 
+def timings_from_disk() -> dict[str, float]:
+    """Stage timings reconstructed from what the runs wrote: expert sidecars (train_seconds), each
+    distillation's summary.json and the evaluation records' wall_seconds (for a run cut short)."""
+    import json
+
+    from distill.evaluate.records import read_records
+
+    timings: dict[str, float] = {}
+    manifest = ROOT / "buffers" / "fashion_mnist" / "convnet" / "zca_False" / "manifest.json"
+    if manifest.is_file():
+        seconds = [e.get("train_seconds") for e in json.loads(manifest.read_text())["experts"]]
+        if all(s is not None for s in seconds):
+            timings["buffers (sum over experts)"] = sum(seconds)
+    records = read_records(ROOT / "results" / "records", "fashion_mnist")
+    for name in {**RUNS, **ABLATION}:
+        summary = ROOT / "runs" / "fashion_mnist" / name / "summary.json"
+        if not summary.is_file():
+            continue
+        timings[f"distill {name}"] = json.loads(summary.read_text())["seconds_this_session"]
+        mine = [r for r in records if (r.get("artifact") or "").startswith(f"runs/fashion_mnist/{name}/")]
+        timings[f"evaluate {name}"] = sum(r["wall_seconds"] for r in mine)
+    timings["baselines (random subsets, full set)"] = sum(r["wall_seconds"] for r in records if r["set"] != "distilled")
+    return timings
+
+
 def write_report(timings: dict[str, float], extra: list[str]) -> None:
     lines = ["# Fashion-MNIST CPU benchmark: stage timings", "",
              f"Command: `.venv/bin/python scripts/reproduce_fashion_mnist.py {' '.join(extra)}`".rstrip() + "  ",
@@ -119,4 +148,9 @@ def write_report(timings: dict[str, float], extra: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--report-only"]:
+        write_report(timings_from_disk(), sys.argv[2:])
+    elif sys.argv[1:2] == ["--only"]:  # e.g. --only early_ipc1,late_ipc1: a subset of the runs
+        main(sys.argv[3:], set(sys.argv[2].split(",")))
+    else:
+        main(sys.argv[1:])

@@ -73,8 +73,10 @@ def test_idx_wrong_magic_and_truncation_are_refused():
         parse_idx(b"\x00\x00\x09\x03" + good[4:], 3, "x")
     with pytest.raises(DistillError, match="truncated"):
         parse_idx(good[:-1], 3, "x")
-    with pytest.raises(DistillError, match="truncated"):
+    with pytest.raises(DistillError, match="impossible dimensions"):
         parse_idx(bytes([0, 0, 8, 3]) + struct.pack(">III", 10**6, 10**6, 10**6), 3, "x")
+    with pytest.raises(DistillError, match="impossible dimensions"):
+        parse_idx(bytes([0, 0, 8, 3]) + struct.pack(">III", 0, 10**9, 10**9), 3, "x")
 
 
 def test_missing_dataset_names_files_and_fix(tmp_path, monkeypatch):

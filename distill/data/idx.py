@@ -46,7 +46,12 @@ def parse_idx(data: bytes, expected_dims: int, source: str) -> np.ndarray:
     if len(data) < header:
         raise DistillError(f"{source} is truncated: re-download it (download=true)")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_dims)]
-    count = int(np.prod(dims, dtype=np.int64))
+    count, extent = 1, 1
+    for dim in dims:
+        count *= dim
+        extent *= max(dim, 1)  # numpy refuses shapes whose non-zero extent is absurd, even when empty
+    if extent > MAX_IDX_BYTES:
+        raise DistillError(f"{source} declares impossible dimensions {dims}: re-download it (download=true)")
     if len(data) != header + count:
         raise DistillError(f"{source} is truncated or padded (declares {dims}, holds {len(data) - header} bytes): "
                            "re-download it (download=true)")

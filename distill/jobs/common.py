@@ -27,7 +27,9 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            barrier()  # ranks leave together: a rank exiting while rank 0 still writes can abort gloo
+            return result
         except DistillError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -10,7 +10,7 @@ from distill.buffers.legacy import import_reference_buffers
 from distill.buffers.recipe import ExpertRecipe, train_expert
 from distill.buffers.store import BufferReader, ModelSignature, expert_path
 from distill.errors import DistillError
-from distill.jobs.buffers import model_signature, run_buffers
+from distill.jobs.buffers import run_buffers
 from distill.models import FlatModel, build_model
 from tests.conftest import make_config
 

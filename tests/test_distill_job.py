@@ -2,12 +2,9 @@ import json
 
 import pytest
 import torch
-from omegaconf import open_dict
 
-from distill.buffers.store import BufferReader
 from distill.errors import DistillError
 from distill.io.artifact import load_artifact
-from distill.jobs.common import prepare_data
 from distill.jobs.distill import run_distill
 from distill.matching.unroll import make_plan, match_flat
 from tests.conftest import make_config

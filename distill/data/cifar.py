@@ -107,29 +107,23 @@ def load_cifar(name: str, spec: dict, root: Path, download: bool, num_classes: i
         extract(archive, root)
     if python_dir.is_dir():
         splits = {s: [python_dir / f for f in spec[s]] for s in ("train", "test")}
+        md5 = {f: spec[s][f] for s in ("train", "test") for f in spec[s]} if checksums else {}
 
-        def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-            parts = []
-            for f in splits[split]:
-                if not f.is_file():
-                    raise DistillError(f"{name}: missing {f}: re-download it (download=true)")
-                if checksums:
-                    verify_md5(f, spec[split][f.name], "re-download it (download=true)")
-                parts.append(read_cifar_pickle(f, spec["label_key"]))
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        def parse(f: Path) -> tuple[np.ndarray, np.ndarray]:
+            verify_md5(f, md5.get(f.name), "re-download it (download=true)")
+            return read_cifar_pickle(f, spec["label_key"])
     elif binary_dir.is_dir():
         splits = {s: [binary_dir / f for f in spec[f"binary_{s}"]] for s in ("train", "test")}
 
-        def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-            parts = []
-            for f in splits[split]:
-                if not f.is_file():
-                    raise DistillError(f"{name}: missing {f}: re-download it")
-                parts.append(read_cifar_binary(f, spec["label_bytes"]))
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        def parse(f: Path) -> tuple[np.ndarray, np.ndarray]:
+            return read_cifar_binary(f, spec["label_bytes"])
     else:
         raise DistillError(f"{name}: expected {python_dir} (python version) or {binary_dir} (binary version): "
                            "pass download=true to fetch it")
+
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+        parts = [parse(f) for f in splits[split]]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def decode() -> dict[str, torch.Tensor]:
         (xtr, ytr), (xte, yte) = read("train"), read("test")

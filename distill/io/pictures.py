@@ -18,7 +18,6 @@ def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_class = len(pixels) // num_classes
     grid = rearrange(pixels.detach().cpu().float(), "(k n) c h w -> k n c h w", k=num_classes)
     grid = grid[:max_classes, :max_per_class]
     grid = torch.nn.functional.pad(grid, (1, 1, 1, 1), value=1.0)

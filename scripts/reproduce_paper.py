@@ -41,12 +41,23 @@ PAPER = {
 }
 
 
+def accelerator() -> str:
+    """The GPU this ran on, in words (or 'no GPU')."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU"
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(PAPER))
     parser.add_argument("--ipc", type=int, nargs="+", required=True)
     parser.add_argument("--experts", type=int, default=None, help="number of experts (paper: 100)")
-    args, overrides = parser.parse_known_args()
+    # Hydra overrides (key=value) may come anywhere, also right after --ipc's values.
+    overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in sys.argv[1:] if a not in overrides])
     os.chdir(ROOT)
     os.environ.setdefault("WANDB_MODE", "offline")
     extra = list(overrides) + ([f"buffers.num_experts={args.experts}"] if args.experts else [])
@@ -75,7 +86,8 @@ def main() -> None:
                     f"{measured.get(('full', 'hard'), float('nan')):.1f} | {paper['full']} |")
     lines = [f"# {args.dataset}: measured against the DATM paper (Table 1)", "",
              f"Command: `.venv/bin/python scripts/reproduce_paper.py {' '.join(sys.argv[1:])}`  ",
-             f"Commit: {git_commit()}  ", f"Machine: {platform.node()} {platform.machine()}", "",
+             f"Commit: {git_commit()}  ", f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores, {accelerator()}  ",
+             f"Total wall time: {sum(timings.values()) / 60:.1f} min", "",
              "| IPC | DATM measured | DATM paper | random measured | random paper | full measured | full paper |",
              "|---|---|---|---|---|---|---|", *rows, "", "| stage | wall time (s) |", "|---|---|",
              *[f"| {k} | {v:.0f} |" for k, v in timings.items()]]

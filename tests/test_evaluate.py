@@ -70,6 +70,19 @@ def test_record_round_trip_and_table(tmp_path):
     assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
 
 
+def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_path):
+    def distilled(accuracy, sha, finished_at):
+        record = make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft",
+                             architecture="convnet", protocol={}, lr=0.01, seeds=[1], accuracies=[accuracy],
+                             seconds=1.0, artifact_sha256=sha)
+        return {**record, "finished_at": finished_at}
+
+    old, new = distilled(0.9, "ff", "2026-01-01T00:00:00+00:00"), distilled(0.3, "00", "2026-02-01T00:00:00+00:00")
+    for records in ([old, new], [new, old]):
+        table = results_table(records, "d")
+        assert "30.0 ± 0.0 (n=1)" in table and "90.0" not in table and "Records: 1;" in table
+
+
 @pytest.fixture(scope="module")
 def artifact(tiny_buffer, tmp_path_factory):
     _, folder = tiny_buffer

@@ -7,6 +7,7 @@ import json
 import platform
 import statistics
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -42,7 +43,8 @@ def make_record(*, dataset: str, set_kind: str, method: str, ipc: int | None, la
             "labels": labels, "architecture": architecture, "protocol": protocol, "lr": lr, "seeds": seeds,
             "accuracies": accuracies, "mean": mean, "std": std, "runs": len(accuracies),
             "wall_seconds": round(seconds, 2), "artifact_sha256": artifact_sha256, "versions": versions(),
-            "git_commit": git_commit(), **(extra or {})}
+            "git_commit": git_commit(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(extra or {})}
 
 
 def record_path(folder: Path, record: dict) -> Path:
@@ -56,6 +58,22 @@ def record_path(folder: Path, record: dict) -> Path:
 
 def write_record(folder: Path, record: dict) -> Path:
     return atomic_write_json(record_path(folder, record), record)
+
+
+def cell_key(record: dict) -> tuple:
+    """What a table cell shows: the same set kind, method, IPC, labels and architecture."""
+    return record["set"], record["method"], record["ipc"], record["labels"], record["architecture"]
+
+
+def newest_per_cell(records: list[dict]) -> list[dict]:
+    """One record per table cell: the one finished last (records without `finished_at` count as oldest),
+    so a re-distilled set replaces the earlier set's numbers instead of racing them by file name."""
+    newest: dict[tuple, dict] = {}
+    for record in records:
+        key = cell_key(record)
+        if key not in newest or record.get("finished_at", "") >= newest[key].get("finished_at", ""):
+            newest[key] = record
+    return list(newest.values())
 
 
 def read_records(folder: Path, dataset: str | None = None) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from distill.evaluate.records import newest_per_cell
 from distill.io.atomic import atomic_write, atomic_write_bytes
 
 
@@ -22,7 +23,9 @@ def gap_closed(distilled: float, random: float, full: float) -> float | None:
 
 
 def results_table(records: list[dict], title: str, header_note: str = "") -> str:
-    """A markdown table: per (IPC, architecture, method) distilled soft / hard, random, full and gap closed."""
+    """A markdown table: per (IPC, architecture, method) distilled soft / hard, random, full and gap closed.
+    Where several records fill one cell, the newest is shown."""
+    records = newest_per_cell(records)
     by_key: dict = defaultdict(dict)
     random_, full = {}, {}
     for r in records:
@@ -59,6 +62,7 @@ def write_table(path: Path, records: list[dict], title: str, header_note: str = 
 
 def plot_accuracy_vs_ipc(path: Path, records: list[dict], title: str) -> Path | None:
     """accuracy-vs-IPC PNG (one line per method and label mode, plus random); None if fewer than 2 IPCs."""
+    records = newest_per_cell(records)
     series: dict = defaultdict(dict)
     for r in records:
         if r["set"] == "distilled":

@@ -1,0 +1,52 @@
+"""The reproduction scripts' run tables and the README's copied result tables."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.jobs.validate import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import reproduce_fashion_mnist as fmnist  # noqa: E402
+from sync_readme import synced, table_rows  # noqa: E402
+
+
+def test_table_rows_keeps_tables_and_separates_them():
+    text = "# title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n|---|\n"
+    assert table_rows(text) == "| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|\n"
+
+
+def test_synced_replaces_only_marked_blocks_whose_file_exists(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.md").write_text("# x\n| new |\n")
+    readme = ("intro\n<!-- begin results/x.md -->\n| old |\n<!-- end results/x.md -->\n"
+              "<!-- begin results/missing.md -->\n| kept |\n<!-- end results/missing.md -->\n")
+    out = synced(readme, tmp_path)
+    assert "| new |" in out and "| old |" not in out and "| kept |" in out and out.startswith("intro\n")
+
+
+def test_readme_tables_are_the_committed_results_files():
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- begin results/fashion_mnist.md -->" in readme and "<!-- begin results/digits.md -->" in readme
+    assert synced(readme, ROOT) == readme, "README tables differ from results/: run scripts/sync_readme.py"
+
+
+def test_fashion_mnist_benchmark_covers_the_issue_grid():
+    specs = fmnist.SPECS
+    assert {(ipc, m) for ipc, m, _ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
+    assert {(ipc, m) for ipc, m, _ in specs.values()} >= {(i, m) for i in (1, 50) for m in ("early-only", "late-only")}
+    early, late = fmnist.ABLATION_WINDOW["early-only"], fmnist.ABLATION_WINDOW["late-only"]
+    assert early[2] <= late[0]  # the two ablation windows do not overlap
+
+
+@pytest.mark.parametrize("name", sorted(fmnist.RUNS))
+def test_fashion_mnist_runs_compose_and_validate(name):
+    cfg = fmnist.config([*fmnist.RUNS[name], "paths.distill=/nonexistent"])
+    validate_config(cfg, "pipeline")
+    ipc, method, window = fmnist.SPECS[name]
+    assert cfg.distill.ipc == ipc and cfg.distill.method == method
+    assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (window[0], window[2])
+    assert cfg.distill.soft_labels == (method != "mtt")

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded digits dataset: 5 experts, DATM at IPC 1 and 10, evaluation
-# against a random real subset and the full training set. Writes results/digits.md and image grids.
-# Extra arguments are Hydra overrides, e.g. `bash scripts/demo.sh logger=wandb`.
+# against a random real subset and the full training set. Writes results/digits.md, image grids and
+# results/digits_demo.md (install and stage timings). Extra arguments are Hydra overrides, e.g.
+# `bash scripts/demo.sh logger=wandb`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+started=$SECONDS
 bash "$root/scripts/setup.sh"
+setup_seconds=$((SECONDS - started))
 cd "$root"
 export WANDB_MODE="${WANDB_MODE:-offline}"
-exec "$root/.venv/bin/distill-pipeline" experiment=digits_demo "$@"
+"$root/.venv/bin/distill-pipeline" experiment=digits_demo "$@"
+"$root/.venv/bin/python" "$root/scripts/demo_report.py" "$setup_seconds" "$@"

@@ -1,5 +1,6 @@
 """The reproduction scripts' run tables and the README's copied result tables."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import reproduce_fashion_mnist as fmnist  # noqa: E402
+from demo_report import demo_report  # noqa: E402
 from sync_readme import synced, table_rows  # noqa: E402
 
 
@@ -32,6 +34,8 @@ def test_readme_tables_are_the_committed_results_files():
     readme = (ROOT / "README.md").read_text()
     assert "<!-- begin results/fashion_mnist.md -->" in readme and "<!-- begin results/digits.md -->" in readme
     assert synced(readme, ROOT) == readme, "README tables differ from results/: run scripts/sync_readme.py"
+    for path in re.findall(r"<!-- begin (results/\S+) -->", readme):
+        assert (ROOT / path).is_file(), f"the README copies {path}, which no script has written"
 
 
 def test_fashion_mnist_benchmark_covers_the_issue_grid():
@@ -50,3 +54,27 @@ def test_fashion_mnist_runs_compose_and_validate(name):
     assert cfg.distill.ipc == ipc and cfg.distill.method == method
     assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (window[0], window[2])
     assert cfg.distill.soft_labels == (method != "mtt")
+
+
+def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():
+    import reproduce_paper
+
+    for script, dataset in (("cifar10", "cifar10"), ("cifar100", "cifar100"), ("tiny_imagenet", "tiny")):
+        text = (ROOT / "scripts" / f"reproduce_{script}.sh").read_text()
+        assert f"scripts/reproduce_paper.py {dataset} " in text and dataset in reproduce_paper.PAPER
+
+
+def test_paper_recipe_takes_hydra_overrides_right_after_the_ipcs(monkeypatch):
+    import reproduce_paper
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["reproduce_paper.py", "cifar10", "--ipc", "7", "dataset.download=true"])
+    with pytest.raises(SystemExit, match="no paper preset for cifar10 IPC 7"):
+        reproduce_paper.main()
+
+
+def test_demo_report_adds_install_time_and_judges_the_budget():
+    pipeline = {"buffers": 100.0, "distill_ipc1": 200.0, "total": 300.0}
+    fast = demo_report(120.0, pipeline, [])
+    assert "| install (scripts/setup.sh) | 120 |" in fast and "| total | 420 |" in fast and "within the 10-minute" in fast
+    assert "**over** the 10-minute" in demo_report(400.0, pipeline, ["logger=wandb"])

@@ -68,6 +68,8 @@ def test_record_round_trip_and_table(tmp_path):
     table = results_table([record, *others], "d")
     assert "| 1 | convnet | datm | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
     assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
+    assert "CPU cores" in record["machine"] and f"machines: {record['machine']}." in table
+    assert "Records: 3 (3 s of evaluation in all)" in table
 
 
 def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_path):
@@ -80,7 +82,7 @@ def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_pat
     old, new = distilled(0.9, "ff", "2026-01-01T00:00:00+00:00"), distilled(0.3, "00", "2026-02-01T00:00:00+00:00")
     for records in ([old, new], [new, old]):
         table = results_table(records, "d")
-        assert "30.0 ± 0.0 (n=1)" in table and "90.0" not in table and "Records: 1;" in table
+        assert "30.0 ± 0.0 (n=1)" in table and "90.0" not in table and "Records: 1 (1 s of evaluation in all);" in table
 
 
 @pytest.fixture(scope="module")

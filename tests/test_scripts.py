@@ -78,3 +78,23 @@ def test_demo_report_adds_install_time_and_judges_the_budget():
     fast = demo_report(120.0, pipeline, [])
     assert "| install (scripts/setup.sh) | 120 |" in fast and "| total | 420 |" in fast and "within the 10-minute" in fast
     assert "**over** the 10-minute" in demo_report(400.0, pipeline, ["logger=wandb"])
+
+
+def _record(set_kind, method, ipc, labels, mean, finished, arch="convnet"):
+    return {"set": set_kind, "method": method, "ipc": ipc, "labels": labels, "architecture": arch, "mean": mean,
+            "std": 0.01, "runs": 3, "finished_at": finished}
+
+
+def test_paper_comparison_puts_newest_measurements_beside_table_1():
+    import reproduce_paper
+
+    records = [_record("distilled", "datm", 10, "soft", 0.50, "2026-01-01"),
+               _record("distilled", "datm", 10, "soft", 0.60, "2026-01-02"),  # a re-run: the newest wins
+               _record("distilled", "datm", 10, "hard", 0.99, "2026-01-03"),  # hard labels are not DATM's cell
+               _record("distilled", "datm", 10, "soft", 0.99, "2026-01-03", arch="resnet18"),
+               _record("random", "random", 10, "hard", 0.30, "2026-01-01"),
+               _record("full", "full", None, "hard", 0.80, "2026-01-01")]
+    rows = reproduce_paper.comparison_rows(records, reproduce_paper.PAPER["cifar10"])
+    assert rows == ["| 10 | 60.0 ± 1.0 (n=3) | 66.8 | 30.0 ± 1.0 (n=3) | 31.0 | 80.0 ± 1.0 (n=3) | 84.8 |"]
+    text = reproduce_paper.comparison_report("cifar10", records, {"distill IPC 10": 60.0}, "cmd")
+    assert rows[0] in text and "| distill IPC 10 | 60 |" in text and "Wall time of this invocation: 1.0 min" in text

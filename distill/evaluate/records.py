@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -27,6 +28,12 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
+def machine() -> str:
+    """The machine in words: architecture, CPU cores and the GPU when one is visible."""
+    gpu = f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores{gpu}"
+
+
 def versions() -> dict:
     import distill
 
@@ -43,7 +50,7 @@ def make_record(*, dataset: str, set_kind: str, method: str, ipc: int | None, la
             "labels": labels, "architecture": architecture, "protocol": protocol, "lr": lr, "seeds": seeds,
             "accuracies": accuracies, "mean": mean, "std": std, "runs": len(accuracies),
             "wall_seconds": round(seconds, 2), "artifact_sha256": artifact_sha256, "versions": versions(),
-            "git_commit": git_commit(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "machine": machine(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **(extra or {})}
 
 

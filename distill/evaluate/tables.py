@@ -52,7 +52,10 @@ def results_table(records: list[dict], title: str, header_note: str = "") -> str
         lines.append(f"| {ipc} | {arch} | {method} | {_cell(cells.get('soft'))} | {_cell(cells.get('hard'))} | "
                      f"{_cell(rnd)} | {_cell(ful)} | {'–' if gap is None else f'{100 * gap:.0f} %'} |")
     commits = sorted({(r.get("git_commit") or "?")[:10] for r in records})
-    lines += ["", f"Records: {len(records)}; commits: {', '.join(commits)}."]
+    machines = sorted({r["machine"] for r in records if r.get("machine")})
+    seconds = sum(r.get("wall_seconds", 0.0) for r in records)
+    lines += ["", f"Records: {len(records)} ({seconds:.0f} s of evaluation in all); commits: {', '.join(commits)}"
+              + (f"; machines: {'; '.join(machines)}." if machines else ".")]
     return "\n".join(lines) + "\n"
 
 

@@ -57,3 +57,20 @@ def test_truncated_and_empty_files_are_refused(tmp_path):
     (tmp_path / "huge").write_bytes(struct.pack("<Q", 10**15) + b"{}")
     with pytest.raises(DistillError, match="corrupt header"):
         read_header(tmp_path / "huge")
+
+
+@pytest.mark.parametrize(("ipc", "height", "width"), [(1, 30, 300), (3, 300, 90)])
+def test_grid_lays_classes_out_as_rows_or_one_row_for_one_image_each(tmp_path, ipc, height, width):
+    from matplotlib.image import imread
+
+    from distill.io.pictures import save_grid
+
+    pixels = torch.zeros(10 * ipc, 1, 28, 28)
+    pixels[ipc:2 * ipc] = 1.0  # class 1 is white
+    image = imread(save_grid(tmp_path / "grid.png", pixels, num_classes=10))
+    scale = 512 // max(height, width)
+    assert image.shape[:2] == (height * scale, width * scale)
+    inside = (slice(scale, 29 * scale), slice(scale, 29 * scale))
+    cell_1 = (image[inside[0], 30 * scale + inside[1].start:30 * scale + inside[1].stop] if ipc == 1
+              else image[30 * scale + inside[0].start:30 * scale + inside[0].stop, inside[1]])
+    assert cell_1[..., 0].min() == 1.0 and image[inside][..., 0].max() == 0.0

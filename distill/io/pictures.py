@@ -1,4 +1,4 @@
-"""Image grids for people: one row per class."""
+"""Image grids for people: one row per class (one image per class: a single row)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from distill.io.atomic import atomic_write
 
 def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_class: int = 10,
               max_classes: int = 20) -> Path:
-    """Save class-major pixels [num_classes * ipc, C, H, W] in [0, 1] as a PNG grid (classes as rows)."""
+    """Save class-major pixels [num_classes * ipc, C, H, W] in [0, 1] as a PNG grid: classes as rows, or
+    as one row of classes when there is one image per class. Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +22,8 @@ def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_
     grid = rearrange(pixels.detach().cpu().float(), "(k n) c h w -> k n c h w", k=num_classes)
     grid = grid[:max_classes, :max_per_class]
     grid = torch.nn.functional.pad(grid, (1, 1, 1, 1), value=1.0)
-    image = rearrange(grid, "k n c h w -> (k h) (n w) c").clamp(0, 1).numpy()
+    layout = "k n c h w -> (n h) (k w) c" if grid.shape[1] == 1 else "k n c h w -> (k h) (n w) c"
+    image = rearrange(grid, layout).clamp(0, 1).numpy()
     cmap = "gray" if image.shape[2] == 1 else None
     image = image[..., 0] if image.shape[2] == 1 else image
     scale = max(1, 512 // max(image.shape[:2]))  # small images (8 px digits) get enlarged to be seen

@@ -98,3 +98,23 @@ def test_paper_comparison_puts_newest_measurements_beside_table_1():
     assert rows == ["| 10 | 60.0 ± 1.0 (n=3) | 66.8 | 30.0 ± 1.0 (n=3) | 31.0 | 80.0 ± 1.0 (n=3) | 84.8 |"]
     text = reproduce_paper.comparison_report("cifar10", records, {"distill IPC 10": 60.0}, "cmd")
     assert rows[0] in text and "| distill IPC 10 | 60 |" in text and "Wall time of this invocation: 1.0 min" in text
+
+
+def test_fashion_mnist_checks_judge_distilled_against_random():
+    records = [_record("distilled", "datm", 1, "soft", 0.60, "1"), _record("random", "random", 1, "hard", 0.50, "1"),
+               _record("distilled", "early-only", 1, "soft", 0.55, "1"),
+               _record("distilled", "datm", 50, "soft", 0.70, "1"), _record("random", "random", 50, "hard", 0.75, "1"),
+               _record("distilled", "mtt", 50, "hard", 0.72, "1"), _record("full", "full", None, "hard", 0.90, "1")]
+    rows = fmnist.checks(records)
+    assert rows == ["| 1 | 60.0 | 50.0 | +10.0 | yes | 25 % | – | 55.0 / – |",
+                    "| 50 | 70.0 | 75.0 | -5.0 | **no** | -33 % | 72.0 | – / – |"]
+
+
+def test_resumed_experts_are_charged_their_recorded_training_time(tmp_path):
+    import json
+
+    assert fmnist.expert_train_seconds(tmp_path) is None
+    (tmp_path / "manifest.json").write_text(json.dumps({"experts": [{"train_seconds": 80.5}, {"train_seconds": 90.0}]}))
+    assert fmnist.expert_train_seconds(tmp_path) == pytest.approx(170.5)
+    (tmp_path / "manifest.json").write_text(json.dumps({"experts": [{"train_seconds": 80.5}, {}]}))
+    assert fmnist.expert_train_seconds(tmp_path) is None  # an expert from before timings were recorded

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from distill.evaluate.records import git_commit, newest_per_cell, read_records  # noqa: E402
+from distill.evaluate.records import git_commit, machine, newest_per_cell, read_records  # noqa: E402
 from distill.io.atomic import atomic_write_bytes  # noqa: E402
 from distill.jobs.buffers import run_buffers  # noqa: E402
 from distill.jobs.common import CONFIG_DIR  # noqa: E402
@@ -40,16 +39,6 @@ PAPER = {
                  "random": {1: 4.2, 10: 14.6, 50: 33.4, 100: 42.8}, "full": 56.2},
     "tiny": {"datm": {1: 17.1, 10: 31.1, 50: 39.7}, "random": {1: 1.4, 10: 5.0, 50: 15.0}, "full": 37.6},
 }
-
-
-def accelerator() -> str:
-    """The GPU this ran on, in words (or 'no GPU')."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no GPU"
-    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-
 
 # The dataset name the records carry, per paper key.
 DATASET_NAME = {"cifar10": "cifar10", "cifar100": "cifar100", "tiny": "tiny_imagenet"}
@@ -80,7 +69,7 @@ def comparison_report(dataset: str, records: list[dict], timings: dict[str, floa
     """The whole results/<dataset>_paper_comparison.md text."""
     lines = [f"# {dataset}: measured against the DATM paper (Table 1)", "",
              f"Command: `{command}`  ", f"Commit: {git_commit()}  ",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {accelerator()}  ",
+             f"Machine: {machine()}  ",
              f"Wall time of this invocation: {sum(timings.values()) / 60:.1f} min", "",
              "Measured cells are the newest evaluation records in `results/records/` (any invocation); the "
              "full-set baseline trains `eval.full_epochs` epochs, the paper's full-set figure is its own.", "",

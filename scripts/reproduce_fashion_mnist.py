@@ -128,14 +128,15 @@ def main(extra: list[str], only: set[str] | None = None) -> None:
 
 
 def expert_train_seconds(folder: Path) -> float | None:
-    """Sum of the experts' recorded training times (manifest), or None when one is missing."""
+    """Sum of the experts' recorded training times (manifest), or None when one is missing or the
+    manifest cannot be read (a timing report never fails on it; the buffer reader judges the files)."""
     import json
 
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
+    try:
+        seconds = [e.get("train_seconds") for e in json.loads((folder / "manifest.json").read_text())["experts"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    seconds = [e.get("train_seconds") for e in json.loads(manifest.read_text())["experts"]]
-    return float(sum(seconds)) if seconds and all(s is not None for s in seconds) else None
+    return float(sum(seconds)) if seconds and all(isinstance(s, (int, float)) for s in seconds) else None
 
 
 def timings_from_disk() -> dict[str, float]:

@@ -118,3 +118,6 @@ def test_resumed_experts_are_charged_their_recorded_training_time(tmp_path):
     assert fmnist.expert_train_seconds(tmp_path) == pytest.approx(170.5)
     (tmp_path / "manifest.json").write_text(json.dumps({"experts": [{"train_seconds": 80.5}, {}]}))
     assert fmnist.expert_train_seconds(tmp_path) is None  # an expert from before timings were recorded
+    for corrupt in ("{not json", '{"experts": 3}', '["no", "experts"]'):
+        (tmp_path / "manifest.json").write_text(corrupt)
+        assert fmnist.expert_train_seconds(tmp_path) is None

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -7,9 +8,10 @@ from distill.errors import DistillError
 from distill.matching.init import init_correct, init_label_logits, synthetic_classes
 from distill.matching.loop import Distiller, DistillSettings
 from distill.matching.loss import matching_loss, soft_cross_entropy
-from distill.matching.unroll import make_plan, match_flat, match_plain
+from distill.matching.programs import StepPrograms
+from distill.matching.unroll import make_engine, make_plan, match_flat, match_plain, match_programs
 from distill.matching.window import Window
-from distill.models import FlatModel, build_model
+from distill.models import FlatModel, build_model, model_names
 
 
 def test_matching_loss_on_a_hand_computed_case():
@@ -67,6 +69,97 @@ def test_engines_leave_inputs_untouched():
     copies = [t.clone() for t in (start, images, logits, lr)]
     match_flat(student, start, target, images, logits, None, lr, plan)
     assert all(torch.equal(a, b) for a, b in zip(copies, (start, images, logits, lr)))
+
+
+def _assert_same_gradients(a, b, rtol, atol):
+    assert float(a.loss) == pytest.approx(float(b.loss), rel=rtol)
+    for name in ("grad_images", "grad_labels", "grad_lr"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None:
+            assert y is None, name
+            continue
+        assert x.abs().max() > 0, name
+        # compared against the gradient's overall scale: some entries (conv biases before a norm) are ~0
+        assert float((x - y).abs().max()) <= rtol * float(x.abs().max()) + atol, name
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager-programs", "traced-programs"])
+def test_program_engine_equals_plain_engine_in_float64(compile):
+    # aot_eager traces exactly the graphs inductor would compile (fullgraph, static shapes) without
+    # generating code; the minibatch plan has two batch shapes, so a recompile is exercised too
+    student, start, target, images, logits, lr, plan = _problem(4)
+    programs = StepPrograms(student, compile=compile, backend="aot_eager")
+    hard = torch.nn.functional.one_hot(logits.argmax(1), 4).to(logits.dtype)
+    for labels, targets in ((logits, None), (None, hard)):
+        a = match_plain(student, start, target, images, labels, targets, lr, plan)
+        b = match_programs(programs, start, target, images, labels, targets, lr, plan)
+        _assert_same_gradients(a, b, rtol=1e-10, atol=1e-15)
+    assert programs.compiled == compile
+
+
+SMALLEST_INPUT = {"convnet_d4": 64, "convnet_d5": 128, "vgg11": 32, "vgg11_bn": 32, "alexnet": 32, "lenet": 28,
+                  "resnet18": 16, "resnet18_ap": 16, "resnet18_bn": 16, "resnet18_bn_ap": 16}
+
+
+# the large ones (11M-parameter ResNets in float64) beyond one batch-norm ResNet run with -m slow
+HEAVY = {"vgg11", "vgg11_bn", "resnet18", "resnet18_ap", "resnet18_bn_ap"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in model_names()])
+def test_program_engine_equals_plain_engine_for_every_registered_model(name):
+    # the programs run the model on copies of its buffers: batch-norm models must work too
+    torch.manual_seed(0)
+    resolution = SMALLEST_INPUT.get(name, 8)
+    options = {"width": 8} if name.startswith("convnet") else {}
+    student = FlatModel(build_model(name, 3, 4, resolution, seed=0, dtype=torch.float64, **options))
+    start = student.flatten()
+    target = start + 0.01 * torch.randn_like(start)
+    images, logits = torch.randn(4, 3, resolution, resolution, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    plan = make_plan(4, None, 2, torch.Generator().manual_seed(0), "color_crop_scale")
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    a = match_plain(student, start, target, images, logits, None, lr, plan)
+    b = match_programs(StepPrograms(student, compile=False), start, target, images, logits, None, lr, plan)
+    _assert_same_gradients(a, b, rtol=1e-9, atol=1e-14)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning():
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    student, start, target, images, logits, lr, plan = _problem(5)
+    programs = StepPrograms(student, compile=True, backend=broken_backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        b = match_programs(programs, start, target, images, logits, None, lr, plan)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0], messages
+    assert "torch.compile failed for the gradient program (RuntimeError: no C++ compiler here)" in messages[0]
+    assert not programs.compiled
+    _assert_same_gradients(match_plain(student, start, target, images, logits, None, lr, plan), b, 1e-10, 1e-15)
+
+
+def test_unknown_engine_names_the_valid_ones():
+    student = _problem(0)[0]
+    with pytest.raises(ValueError, match="plain, flat, compiled"):
+        make_engine("fastest", student)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inductor_compiled_engine_equals_eager(dtype):
+    # float64: equal to the stored-graph engine; float32: equal to the same programs run eagerly
+    student, start, target, images, logits, lr, plan = _problem(6)
+    student.module.to(dtype)
+    start, target, images, logits, lr = (t.to(dtype) for t in (start, target, images, logits, lr))
+    plan = make_plan(len(images), None, 4, torch.Generator().manual_seed(6), plan.dsa_strategy)
+    programs = StepPrograms(student, compile=True)
+    b = match_programs(programs, start, target, images, logits, None, lr, plan)
+    assert programs.compiled
+    if dtype == torch.float64:
+        _assert_same_gradients(match_plain(student, start, target, images, logits, None, lr, plan), b, 1e-10, 1e-15)
+    else:
+        eager = match_programs(StepPrograms(student, compile=False), start, target, images, logits, None, lr, plan)
+        _assert_same_gradients(eager, b, 1e-5, 0.0)
 
 
 def _fixed(logits):
@@ -128,7 +221,7 @@ def _toy_distiller(**overrides):
     labels = torch.arange(32) % 4
     experts = _ToyExperts(student, real, labels)
     options = {"syn_steps": 5, "expert_epochs": 2, "window": Window(0, 2, 4, 10), "lr_img": 10.0, "lr_lr": 1e-5,
-               "lr_y": 2.0, "dsa_strategy": "", **overrides}
+               "lr_y": 2.0, "dsa_strategy": "", "engine": "flat", **overrides}
     settings = DistillSettings(**options)
     images = real[:8].clone()
     return Distiller(settings, experts, student, images, torch.randn(8, 4), 0.1, synthetic_classes(4, 2), 4, seed=1)

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from distill.errors import DistillError
 
 PIX_INITS = ("real", "correct", "noise")
-ENGINES = ("plain", "flat")
+ENGINES = ("compiled", "flat", "plain")
 SELECTIONS = ("validation", "test")
 LABEL_MODES = ("soft", "hard")
 

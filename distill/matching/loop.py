@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillError
-from distill.matching.unroll import ENGINES, make_plan
+from distill.matching.unroll import ENGINES, make_engine, make_plan
 from distill.matching.window import Window, sample_start_epoch, upper_bound
 from distill.models.flat import FlatModel
 
@@ -41,7 +41,7 @@ class DistillSettings:
     batch_syn: int | None = None
     threshold: float = 1.0
     soft_labels: bool = True
-    engine: str = "flat"
+    engine: str = "compiled"
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     max_consecutive_skips: int = 100
 
@@ -72,6 +72,7 @@ class Distiller:
         if settings.engine not in ENGINES:
             raise DistillError(f"unknown engine '{settings.engine}': use {', '.join(ENGINES)}")
         self.settings, self.experts, self.student = settings, experts, student
+        self.engine = make_engine(settings.engine, student)
         self.device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.label_logits = label_logits.detach().clone().requires_grad_(settings.soft_labels)
@@ -114,9 +115,8 @@ class Distiller:
             reason = "expert parameters not finite"
             loss = torch.tensor(float("nan"))
         else:
-            result = ENGINES[s.engine](self.student, start, target, self.images,
-                                       self.label_logits if s.soft_labels else None, self.hard_targets,
-                                       self.syn_lr, plan)
+            result = self.engine(start, target, self.images, self.label_logits if s.soft_labels else None,
+                                 self.hard_targets, self.syn_lr, plan)
             loss = result.loss
             grads = [result.grad_images, result.grad_lr] + ([result.grad_labels] if s.soft_labels else [])
             if not torch.isfinite(loss):

@@ -42,3 +42,9 @@ class FlatModel:
     def __call__(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, classes] of images x [B, C, H, W] under parameters `flat` [P]."""
         return functional_call(self.module, self.unflatten(flat), (x,))
+
+    def pure(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Like calling the model, but on copies of its buffers, so nothing is mutated (batch-norm
+        running statistics stay as they were): a pure function, as torch.func transforms need."""
+        buffers = {name: b.clone() for name, b in self.module.named_buffers()}
+        return functional_call(self.module, {**self.unflatten(flat), **buffers}, (x,))

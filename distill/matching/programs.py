@@ -1,0 +1,74 @@
+"""One inner step of the student as two pure torch.func programs, optionally compiled with torch.compile.
+
+* `gradient(w, x, p) -> g`: the first-order gradient of the inner soft cross-entropy at flat
+  parameters w [P], augmented images x [B, C, H, W] and target probabilities p [B, K].
+* `adjoint(w, x, p, a) -> (g, a.dg/dw, a.dg/dx, a.dg/dp)`: the same gradient and its vector-Jacobian
+  product with an adjoint a [P] (reverse-over-reverse: a Hessian-vector product and the mixed
+  image / target terms), i.e. everything one reverse step of the memory-flat engine needs.
+
+Augmentation stays outside: DSA picks an op group per step from data (a compiled graph per group
+would multiply compilations), so callers augment eagerly and differentiate through it eagerly.
+Shapes are static within a run, so each program compiles once per batch shape and dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch.func import grad, vjp
+
+from distill.matching.loss import soft_cross_entropy
+from distill.models.flat import FlatModel
+
+
+class StepPrograms:
+    """The `gradient` and `adjoint` programs of one student (see the module docstring).
+
+    `compile=True` runs them through `torch.compile` (`backend` is torch.compile's; "aot_eager" traces
+    the same graphs without generating code: quick to build, for tests); the first time compiling or
+    a compiled call fails (old torch, no C++ compiler, an op the compiler cannot take), both programs
+    fall back to eager for good, with one warning line. `compile=False` runs them eagerly.
+    """
+
+    def __init__(self, student: FlatModel, compile: bool = True, backend: str | Callable = "inductor"):
+        def inner_loss(w: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            return soft_cross_entropy(student.pure(w, x), p)
+
+        gradient = grad(inner_loss)
+
+        def adjoint(w: torch.Tensor, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor):
+            g, pullback = vjp(gradient, w, x, p)
+            return (g, *pullback(a))
+
+        self._eager = {"gradient": gradient, "adjoint": adjoint}
+        self._compiled = ({name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+                           for name, fn in self._eager.items()} if compile else None)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the programs run compiled (False after a fallback)."""
+        return self._compiled is not None
+
+    def gradient(self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """g = d CE(f(x; w), p) / dw [P] for w [P], x [B, C, H, W], p [B, K]."""
+        return self._run("gradient", w, x, p)
+
+    def adjoint(self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(g [P], a.dg/dw [P], a.dg/dx [B, C, H, W], a.dg/dp [B, K]) for an adjoint a [P]."""
+        return self._run("adjoint", w, x, p, a)
+
+    def _run(self, name: str, *args):
+        if self._compiled is None:
+            return self._eager[name](*args)
+        try:
+            return self._compiled[name](*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly instead
+            cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
+            reason = (str(cause).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"torch.compile failed for the {name} program ({type(cause).__name__}: {reason}); "
+                          "running the engine eagerly", RuntimeWarning, stacklevel=3)
+            self._compiled = None
+            return self._eager[name](*args)

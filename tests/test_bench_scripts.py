@@ -1,0 +1,95 @@
+"""The speed benchmark against the official code, run on a tiny case against a stand-in reference checkout."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_vs_reference as bench  # noqa: E402
+
+# A minimal checkout with the official code's layout and call signatures (not its code): what the benchmark imports.
+FAKE_FILES = {
+    "networks.py": '''
+import torch.nn as nn
+
+class ConvNet(nn.Module):
+    def __init__(self, channel, num_classes, net_width, net_depth, net_act, net_norm, net_pooling, im_size):
+        super().__init__()
+        self.conv = nn.Conv2d(channel, net_width, 3, padding=1)
+        self.norm = nn.GroupNorm(net_width, net_width)
+        self.fc = nn.Linear(net_width * im_size[0] * im_size[1], num_classes)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.conv(x)).relu().flatten(1))
+''',
+    "reparam_module.py": '''
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+class ReparamModule(nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.names = [n for n, _ in module.named_parameters()]
+        self.shapes = [p.shape for _, p in module.named_parameters()]
+
+    def forward(self, x, flat_param):
+        pieces = torch.split(flat_param, [s.numel() for s in self.shapes])
+        params = {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+        return functional_call(self.module, params, (x,))
+''',
+    "utils/utils_baseline.py": '''
+from torchvision import datasets, transforms  # module level, as in the official utils
+
+class ParamDiffAug:
+    pass
+
+def DiffAugment(x, strategy="", seed=-1, param=None):
+    return x.flip(3)
+''',
+}
+
+
+def _fake_reference(root: Path) -> Path:
+    for name, text in FAKE_FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_benchmark_times_both_sides_and_writes_the_report(tmp_path):
+    reference = _fake_reference(tmp_path / "DATM")
+    out = tmp_path / "speed.md"
+    code = bench.main(["--reference-dir", str(reference), "--cases", "tiny", "--engines", "flat,plain",
+                       "--iterations", "3", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 1x8x8, IPC 1, N=2, width 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 3 + 4 * 2
+    reference_seconds, flat_seconds, speedup = float(cells[1]), float(cells[3]), cells[6]
+    assert reference_seconds > 0 and flat_seconds > 0
+    assert speedup.endswith("x") and float(speedup[:-1]) == pytest.approx(reference_seconds / flat_seconds, rel=0.02)
+    assert "Project commit:" in text and "torch " in text and "Machine:" in text
+    if bench.importlib.util.find_spec("torchvision") is None:
+        assert "stand-in" in text
+
+
+def test_a_missing_reference_checkout_is_one_line(tmp_path, capsys):
+    assert bench.main(["--reference-dir", str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "NUS-HPC-AI-Lab/DATM" in err and not (tmp_path / "x.md").exists()
+
+
+def test_failed_reference_rows_are_extrapolated_linearly_in_steps():
+    rows = [{"case": (3, 32, 10, 20, 128), "reference": {"median": 29.0}},
+            {"case": (3, 32, 10, 40, 128), "reference": {"median": 52.0}},
+            {"case": (3, 32, 10, 80, 128), "reference": {"error": "out of memory"}},
+            {"case": (3, 32, 1, 80, 128), "reference": {"error": "out of memory"}}]
+    bench.extrapolate(rows)
+    assert rows[2]["extrapolated"] == 29.0 + 23.0 * 3
+    assert "extrapolated" not in rows[3]  # no two measured rows of that shape

@@ -94,14 +94,22 @@ def job_train(*args, **kwargs):
     return train_expert(*args, **kwargs)
 
 
-def test_two_gloo_processes_write_byte_identical_experts(tmp_path, tiny_buffer):
-    _, reference = tiny_buffer
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "disabled"}
+def test_two_gloo_processes_write_byte_identical_experts(tmp_path):
+    # each rank runs cores / 2 threads; float sums depend on the thread count, so the single process
+    # compared against runs with that many threads too
+    threads = str(max(1, os.cpu_count() // 2))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "WANDB_MODE": "disabled"}
     from tests.conftest import TINY
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
-           "-m", "distill.jobs.buffers", *TINY, f"paths.buffers={tmp_path}/b", "device=cpu"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    job = ["-m", "distill.jobs.buffers", *TINY, "device=cpu"]
+    single = subprocess.run([sys.executable, *job, f"paths.buffers={tmp_path}/a"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    reference = tmp_path / "a"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *job,
+           f"paths.buffers={tmp_path}/b"]
+    result = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": str(os.cpu_count())}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     for k in range(2):
         assert expert_path(tmp_path / "b", k).read_bytes() == expert_path(reference, k).read_bytes()
@@ -143,6 +151,45 @@ def test_import_of_reference_replay_buffers(tmp_path):
     reader = BufferReader(tmp_path / "out")
     assert torch.equal(reader.params(1, 2), torch.cat([t.reshape(-1) for t in experts[1][2]]))
     assert torch.equal(reader.params(2, 0), torch.cat([t.reshape(-1) for t in experts[0][0]]))
+
+
+def _separable(n_per_class=30, classes=3):
+    """1x4x4 images whose class c lights pixel c: linearly separable, for a quickly trained expert."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = 0.1 * torch.randn(len(labels), 1, 4, 4, generator=g)
+    images.view(len(labels), -1)[torch.arange(len(labels)), labels] += 3.0
+    return images, labels
+
+
+def test_import_refuses_an_expert_whose_class_order_differs(tmp_path):
+    from distill.buffers.legacy import check_expert_classifies
+
+    flat, signature = _signature()
+    images, labels = _separable()
+    opt = torch.optim.Adam(flat.module.parameters(), lr=0.05)
+    start = [p.detach().clone() for p in flat.module.parameters()]
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(flat.module(images), labels).backward()
+        opt.step()
+    trained = [p.detach().clone() for p in flat.module.parameters()]
+    torch.save([[start, trained]], tmp_path / "replay_buffer_0.pt")
+
+    def check(params, source):
+        return check_expert_classifies(params, flat, images, labels, 3, source)
+
+    assert len(import_reference_buffers(tmp_path, tmp_path / "ok", signature, {}, check)) == 1
+    # the same expert with its output rows permuted (another class order) scores ~0 % and is refused
+    permuted = [t.clone() for t in trained]
+    permuted[-2], permuted[-1] = permuted[-2][[1, 2, 0]], permuted[-1][[1, 2, 0]]
+    source = tmp_path / "permuted"
+    source.mkdir()
+    torch.save([[start, permuted]], source / "replay_buffer_0.pt")
+    with pytest.raises(DistillError, match=r"replay_buffer_0.pt expert 0: its last checkpoint classifies 0.0% of 90 "
+                                           r"test images correctly \(chance 33.3%, needed 50%\)"):
+        import_reference_buffers(source, tmp_path / "refused", signature, {}, check)
+    assert not (tmp_path / "refused").exists()
 
 
 class _Evil:

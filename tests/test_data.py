@@ -168,7 +168,7 @@ def test_tiny_imagenet_folder_with_val_annotations(tmp_path):
     folder = tmp_path / "tiny-imagenet-200"
     wnids = ["n01", "n02"]
     (folder / "val" / "images").mkdir(parents=True)
-    (folder / "wnids.txt").write_text("\n".join(wnids))
+    (folder / "wnids.txt").write_text("\n".join(reversed(wnids)))  # classes are numbered in sorted order anyway
     (folder / "words.txt").write_text("n01\tgoldfish, fish\nn02\ttabby\n")
     lines = []
     for i, wnid in enumerate(wnids):
@@ -181,6 +181,7 @@ def test_tiny_imagenet_folder_with_val_annotations(tmp_path):
     data = load_dataset("tiny_imagenet", tmp_path)
     assert data.train_images.shape == (6, 3, 64, 64) and data.class_names == ("goldfish", "tabby")
     assert data.test_labels.tolist() == [1, 0] and int(data.test_images[0, 0, 0, 0]) == 100
+    assert data.train_labels.tolist() == [0, 0, 0, 1, 1, 1] and int(data.train_images[3, 0, 0, 0]) == 10
 
 
 def test_validation_holdout_is_stratified_and_seeded():

@@ -98,3 +98,21 @@ def test_bad_distill_inputs_are_one_line_errors(tiny_buffer, tmp_path):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.batch_syn=0"))
     with pytest.raises(DistillError, match="distill.engine must be one of"):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.engine=magic"))
+
+
+def test_real_init_starts_from_one_experts_raw_logits(tiny_buffer, tmp_path):
+    from distill.buffers.store import BufferReader
+    from distill.models import FlatModel, build_model
+
+    cfg, folder = tiny_buffer
+    out = run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.pix_init=real", "distill.iterations=0"))
+    synthetic, _, _ = load_artifact(out / "distilled.safetensors")
+    reader = BufferReader(folder)
+    student = FlatModel(build_model(cfg.model.name, 1, 10, 8, seed=0, **cfg.model.options).eval())
+    with torch.no_grad():
+        expected = student(reader.params(0, reader.epochs), synthetic["images"])
+    # expert 0's final logits, unfiltered: not an average over experts, not limited to correct ones
+    assert torch.allclose(synthetic["label_logits"], expected, atol=1e-5)
+    with torch.no_grad():
+        other = student(reader.params(1, reader.epochs), synthetic["images"])
+    assert not torch.allclose(synthetic["label_logits"], (expected + other) / 2, atol=1e-3)

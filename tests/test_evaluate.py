@@ -66,7 +66,7 @@ def test_record_round_trip_and_table(tmp_path):
               make_record(dataset="d", set_kind="full", method="full", ipc=None, labels="hard", architecture="convnet",
                           protocol={}, lr=0.01, seeds=[1], accuracies=[0.8], seconds=1.0)]
     table = results_table([record, *others], "d")
-    assert "| 1 | convnet | datm | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
+    assert "| 1 | convnet | datm | – | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
     assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
     assert "CPU cores" in record["machine"] and f"machines: {record['machine']}." in table
     assert "Records: 3 (3 s of evaluation in all)" in table
@@ -83,6 +83,18 @@ def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_pat
     for records in ([old, new], [new, old]):
         table = results_table(records, "d")
         assert "30.0 ± 0.0 (n=1)" in table and "90.0" not in table and "Records: 1 (1 s of evaluation in all);" in table
+
+
+def test_sets_picked_by_different_rules_get_rows_of_their_own():
+    def distilled(accuracy, rule):
+        return make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft", architecture="convnet",
+                           protocol={}, lr=0.01, seeds=[1], accuracies=[accuracy], seconds=1.0,
+                           extra={"selection": rule})
+
+    table = results_table([distilled(0.5, "best validation accuracy"), distilled(0.6, "best test accuracy")], "d")
+    assert "| 1 | convnet | datm | best test accuracy | 60.0 ± 0.0 (n=1) |" in table
+    assert "| 1 | convnet | datm | best validation accuracy | 50.0 ± 0.0 (n=1) |" in table
+    assert "| selection rule |" in table
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +141,7 @@ def test_two_gloo_processes_give_the_same_records_as_one(tmp_path):
     single = subprocess.run([sys.executable, "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/one"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29518",
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                              "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/two"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-2000:]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,5 +123,11 @@ def test_nan_in_a_buffer_is_skipped_and_reported(tiny_buffer, tmp_path):
     write_manifest(bad, manifest["config"], manifest["dataset_fingerprint"], signature, sidecars)
     cfg = make_config(tmp_path, f"paths.buffers={bad}", "distill.pix_init=real", "distill.soft_labels=false",
                       "distill.max_consecutive_skips=2")
-    with pytest.raises(DistillError, match="skipped \\(last: expert parameters not finite\\)"):
+    with pytest.raises(DistillError, match="skipped \\(last: expert parameters not finite\\); the best and last sets"):
         run_distill(cfg)
+    # the run still ends with its outputs, and the summary says why it stopped
+    out = Path(cfg.paths.distill)
+    assert (out / "distilled.safetensors").is_file() and (out / "distilled_last.safetensors").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 2 and summary["skipped_updates"] == 2
+    assert summary["stopped_early"] == "2 updates in a row were skipped (last: expert parameters not finite)"

@@ -28,3 +28,31 @@ def test_standardize_gives_zero_mean_unit_std_and_round_trips_state():
     assert again.fingerprint() == pre.fingerprint()
     assert fit_preprocessor(_images(seed=1), zca=False).fingerprint() != pre.fingerprint()
     assert fit_preprocessor(images, zca=True).fingerprint()["kind"] == "zca"
+
+
+def test_reference_constants_replace_measured_statistics_and_change_the_fingerprint():
+    from distill.data.preprocess import REFERENCE_STATISTICS
+
+    images = _images()
+    fixed = fit_preprocessor(images, zca=False, fixed_statistics=REFERENCE_STATISTICS["cifar10"])
+    x = fixed.apply(images[:1])
+    expected = (images[:1].float() / 255 - torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+    assert torch.allclose(x, expected, atol=1e-6)
+    measured = fit_preprocessor(images, zca=False)
+    assert fixed.fingerprint()["statistics"] == "reference" and measured.fingerprint()["statistics"] == "measured"
+    assert fixed.fingerprint() != measured.fingerprint()
+    again = Preprocessor.from_state(fixed.kind, fixed.state(), 0.0, "reference")
+    assert again.fingerprint() == fixed.fingerprint()
+    assert REFERENCE_STATISTICS["tiny_imagenet"][0] == (0.485, 0.456, 0.406)
+
+
+def test_fixed_statistics_are_refused_with_zca_and_for_the_wrong_channel_count():
+    import pytest
+
+    from distill.errors import DistillError
+
+    with pytest.raises(DistillError, match="standardisation only"):
+        fit_preprocessor(_images(), zca=True, fixed_statistics=((0.5,) * 3, (0.2,) * 3))
+    with pytest.raises(DistillError, match="1 channels, the images 3"):
+        fit_preprocessor(_images(), zca=False, fixed_statistics=((0.5,), (0.2,)))

@@ -59,3 +59,15 @@ def test_preset_composes_and_runs_one_iteration(preset, tmp_path, monkeypatch):
     write_manifest(tmp_path / "buffers", {}, data.fingerprint, signature, sidecars)
     out = run_distill(cfg)
     assert (out / "distilled.safetensors").is_file()
+
+
+def test_paper_presets_without_zca_use_the_reference_constants():
+    from distill.data.preprocess import REFERENCE_STATISTICS
+
+    for preset in PRESETS:
+        cfg = make_config(Path("/tmp/unused"), f"experiment={preset}")
+        paper = preset.startswith(("datm_", "mtt_"))
+        expected = "reference" if paper and not cfg.dataset.zca and cfg.dataset.name in REFERENCE_STATISTICS else "measured"
+        assert cfg.dataset.normalisation == expected, preset
+    assert {p for p in PRESETS if make_config(Path("/tmp/unused"), f"experiment={p}").dataset.normalisation == "reference"} == {
+        "mtt_cifar10_ipc50", "mtt_cifar100_ipc10", "mtt_tiny_ipc1", "mtt_tiny_ipc10", "mtt_tiny_ipc50"}

@@ -95,9 +95,24 @@ def test_paper_comparison_puts_newest_measurements_beside_table_1():
                _record("random", "random", 10, "hard", 0.30, "2026-01-01"),
                _record("full", "full", None, "hard", 0.80, "2026-01-01")]
     rows = reproduce_paper.comparison_rows(records, reproduce_paper.PAPER["cifar10"])
-    assert rows == ["| 10 | 60.0 ± 1.0 (n=3) | 66.8 | 30.0 ± 1.0 (n=3) | 31.0 | 80.0 ± 1.0 (n=3) | 84.8 |"]
+    assert rows == ["| 10 | – | 60.0 ± 1.0 (n=3) | 66.8 | 30.0 ± 1.0 (n=3) | 31.0 | 80.0 ± 1.0 (n=3) | 84.8 |"]
     text = reproduce_paper.comparison_report("cifar10", records, {"distill IPC 10": 60.0}, "cmd")
     assert rows[0] in text and "| distill IPC 10 | 60 |" in text and "Wall time of this invocation: 1.0 min" in text
+    picked_on_test = {**_record("distilled", "datm", 10, "soft", 0.70, "2026-01-04"), "selection": "best test accuracy"}
+    rows = reproduce_paper.comparison_rows(records + [picked_on_test], reproduce_paper.PAPER["cifar10"])
+    assert [r.split(" | ")[1:3] for r in rows] == [["best test accuracy", "70.0 ± 1.0 (n=3)"], ["–", "60.0 ± 1.0 (n=3)"]]
+
+
+def test_official_protocol_holds_nothing_out_and_selects_on_test(tmp_path):
+    import reproduce_paper
+    from tests.conftest import make_config
+
+    overrides = reproduce_paper.official_protocol("cifar10")
+    cfg = make_config(tmp_path, "experiment=datm_cifar10_ipc10", *overrides)
+    assert cfg.dataset.val_per_class == 0 and cfg.distill.selection == "test"
+    assert cfg.paths.buffers == "buffers/cifar10/convnet/zca_True_wholetrain"
+    assert cfg.paths.distill == "runs/distill/cifar10/convnet/ipc2_test_selected"  # IPC 2: the tiny test sizes
+    validate_config(cfg, "pipeline")
 
 
 def test_fashion_mnist_checks_judge_distilled_against_random():
@@ -121,3 +136,16 @@ def test_resumed_experts_are_charged_their_recorded_training_time(tmp_path):
     for corrupt in ("{not json", '{"experts": 3}', '["no", "experts"]'):
         (tmp_path / "manifest.json").write_text(corrupt)
         assert fmnist.expert_train_seconds(tmp_path) is None
+
+
+def test_no_tracked_file_cites_a_path_outside_the_repository():
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    outside = "../" + "shared/"  # split so that this file does not cite it either
+    offenders = [name for name in listed.stdout.split()
+                 if (ROOT / name).is_file() and name.endswith((".py", ".md", ".yaml", ".sh", ".toml"))
+                 and outside in (ROOT / name).read_text(errors="ignore")]
+    assert offenders == []

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from distill.buffers.store import ModelSignature, write_expert
 from distill.errors import DistillError
+from distill.models.flat import FlatModel
 
 
 def reference_files(folder: Path) -> list[Path]:
@@ -63,14 +65,43 @@ def convert_expert(expert: list, signature: ModelSignature, source: str) -> dict
             for i, name in enumerate(signature.param_names)}
 
 
-def import_reference_buffers(source: Path, destination: Path, signature: ModelSignature,
-                             fingerprint: dict) -> list[dict]:
-    """Convert every expert of `source`'s replay_buffer_*.pt files into `destination`. Returns the sidecars."""
+@torch.no_grad()
+def check_expert_classifies(params: dict[str, torch.Tensor], student: FlatModel, images: torch.Tensor,
+                            labels: torch.Tensor, num_classes: int, source: str, sample: int = 1000) -> float:
+    """Accuracy of an expert's last checkpoint (params[name]: [epochs + 1, *shape]) on up to `sample` images
+    [N, C, H, W] (a fixed random slice) with labels [N]; refuses in one line below 3x chance (at most 50 %).
+
+    A trained expert that scores near chance here was trained with another class order or another
+    preprocessing than this project applies, and distilling from it would silently go wrong.
+    """
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:sample].to(images.device)
+    flat = torch.cat([params[name][-1].reshape(-1) for name in student.names]).to(images)
+    predicted = torch.cat([student.pure(flat, images[chosen[i:i + 256]]).argmax(1)
+                           for i in range(0, len(chosen), 256)])
+    accuracy = float((predicted == labels[chosen]).float().mean())
+    need = min(0.5, 3.0 / num_classes)
+    if accuracy < need:
+        raise DistillError(f"{source}: its last checkpoint classifies {accuracy:.1%} of {len(chosen)} test images "
+                           f"correctly (chance {1 / num_classes:.1%}, needed {need:.0%}): the buffers were trained "
+                           "with another class order or preprocessing; match the dataset's ZCA / normalisation "
+                           "settings to the ones they were trained with")
+    return accuracy
+
+
+def import_reference_buffers(source: Path, destination: Path, signature: ModelSignature, fingerprint: dict,
+                             check: Callable[[dict[str, torch.Tensor], str], object] | None = None) -> list[dict]:
+    """Convert every expert of `source`'s replay_buffer_*.pt files into `destination`. Returns the sidecars.
+
+    `check(params, source)` runs on the first expert before anything is written (e.g.
+    `check_expert_classifies`), so a refused import leaves `destination` as it was.
+    """
     sidecars = []
     for path in reference_files(source):
         for expert in load_reference_file(path):
             index = len(sidecars)
             params = convert_expert(expert, signature, f"{path.name} expert {index}")
+            if index == 0 and check is not None:
+                check(params, f"{path.name} expert 0")
             sidecars.append(write_expert(destination, index, params, signature, fingerprint, seed=-1,
                                          train_loss=[], test_accuracy=[]))
     return sidecars

@@ -74,11 +74,16 @@ def crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def cutout(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Zero one square of side int(0.5 * size + 0.5) centred at a random pixel (clipped at borders)."""
+    """Zero one square of side int(0.5 * size + 0.5) centred at a random position (clipped at borders).
+
+    The centre is drawn from [0, size] when the side is even and [0, size) when it is odd, as in the
+    reference: with an even side the square's "centre" sits between pixels, so one more position
+    keeps the last row and column as likely to be cut as the first.
+    """
     n, _, h, w = x.shape
     ch, cw = int(h * CUTOUT_FRACTION + 0.5), int(w * CUTOUT_FRACTION + 0.5)
-    top = torch.randint(0, h, (n,), generator=g).to(x.device).view(n, 1, 1) - ch // 2
-    left = torch.randint(0, w, (n,), generator=g).to(x.device).view(n, 1, 1) - cw // 2
+    top = torch.randint(0, h + 1 - ch % 2, (n,), generator=g).to(x.device).view(n, 1, 1) - ch // 2
+    left = torch.randint(0, w + 1 - cw % 2, (n,), generator=g).to(x.device).view(n, 1, 1) - cw // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)

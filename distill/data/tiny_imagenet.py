@@ -30,12 +30,19 @@ def _read_rgb(path: Path, size: int) -> np.ndarray:
     return array.transpose(2, 0, 1)
 
 
+def class_wnids(folder: Path) -> list[str]:
+    """The wnids of wnids.txt in class-index order (sorted, as ImageFolder sorts class folders)."""
+    return sorted(w.strip() for w in (folder / "wnids.txt").read_text().split() if w.strip())
+
+
 def read_tiny_imagenet(folder: Path, size: int = 64) -> dict[str, torch.Tensor]:
     """Decode train/<wnid>/images/*.JPEG and val/images/*.JPEG (labels from val_annotations.txt).
 
-    Class order is the order of wnids.txt. Returns uint8 [N, 3, size, size] images and int64 labels.
+    Classes are numbered in sorted wnid order, as torchvision's ImageFolder (and so the reference
+    code and its buffers) number them, not in wnids.txt order. Returns uint8 [N, 3, size, size]
+    images and int64 labels.
     """
-    wnids = [w.strip() for w in (folder / "wnids.txt").read_text().split() if w.strip()]
+    wnids = class_wnids(folder)
     index = {w: i for i, w in enumerate(wnids)}
     train_x, train_y = [], []
     for wnid in wnids:
@@ -71,7 +78,8 @@ def load_tiny_imagenet(root: Path, download: bool = False) -> ImageData:
     if not all(p.exists() for p in needed):
         raise DistillError(f"tiny_imagenet: expected {TINY_FOLDER}/ with wnids.txt, train/<wnid>/images/, "
                            f"val/images/ and val/val_annotations.txt under {root}: pass download=true to fetch it")
-    key = source_key([folder / "wnids.txt", folder / "val" / "val_annotations.txt"])
+    # "sorted": caches decoded in wnids.txt order by older versions are rebuilt
+    key = source_key([folder / "wnids.txt", folder / "val" / "val_annotations.txt"]) + "-sorted"
     t = cached(folder / ".cache" / "tiny_imagenet.safetensors", key, lambda: read_tiny_imagenet(folder))
     words = {}
     if (folder / "words.txt").is_file():
@@ -79,7 +87,7 @@ def load_tiny_imagenet(root: Path, download: bool = False) -> ImageData:
             if "\t" in line:
                 wnid, text = line.split("\t", 1)
                 words[wnid] = text.split(",")[0]
-    wnids = [w.strip() for w in (folder / "wnids.txt").read_text().split() if w.strip()]
+    wnids = class_wnids(folder)
     mean, std = channel_stats(t["train_images"])
     return ImageData("tiny_imagenet", t["train_images"], t["train_labels"], t["test_images"], t["test_labels"],
                      tuple(words.get(w, w) for w in wnids), mean, std)

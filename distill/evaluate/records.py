@@ -68,8 +68,10 @@ def write_record(folder: Path, record: dict) -> Path:
 
 
 def cell_key(record: dict) -> tuple:
-    """What a table cell shows: the same set kind, method, IPC, labels and architecture."""
-    return record["set"], record["method"], record["ipc"], record["labels"], record["architecture"]
+    """What a table cell shows: the same set kind, method, IPC, labels, architecture and selection rule
+    (a set picked on the test split never replaces one picked on the validation split, nor the reverse)."""
+    return (record["set"], record["method"], record["ipc"], record["labels"], record["architecture"],
+            record.get("selection"))
 
 
 def newest_per_cell(records: list[dict]) -> list[dict]:

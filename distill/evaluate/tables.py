@@ -30,26 +30,28 @@ def results_table(records: list[dict], title: str, header_note: str = "") -> str
     random_, full = {}, {}
     for r in records:
         if r["set"] == "distilled":
-            by_key[(r["ipc"], r["architecture"], r["method"])][r["labels"]] = r
+            by_key[(r["ipc"], r["architecture"], r["method"], r.get("selection") or "–")][r["labels"]] = r
         elif r["set"] == "random":
             random_[(r["ipc"], r["architecture"])] = r
         elif r["set"] == "full":
             full[r["architecture"]] = r
     for ipc, arch in random_:
         if not any(k[0] == ipc and k[1] == arch for k in by_key):
-            by_key[(ipc, arch, "—")] = {}
+            by_key[(ipc, arch, "—", "–")] = {}
     lines = [f"# {title}", ""]
     if header_note:
         lines += [header_note, ""]
-    lines += ["Test accuracy in % (mean ± std over n runs with distinct seeds).", "",
-              "| IPC | architecture | method | distilled (soft labels) | distilled (hard labels) | random subset | "
-              "full dataset | gap closed |", "|---|---|---|---|---|---|---|---|"]
-    for ipc, arch, method in sorted(by_key, key=lambda k: (k[0] or 0, k[1], k[2])):
-        cells = by_key[(ipc, arch, method)]
+    lines += ["Test accuracy in % (mean ± std over n runs with distinct seeds). Selection rule: how the "
+              "distilled set was picked among its iterations (a set picked on the test split, as the papers do, "
+              "is optimistic).", "",
+              "| IPC | architecture | method | selection rule | distilled (soft labels) | distilled (hard labels) | "
+              "random subset | full dataset | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
+    for ipc, arch, method, rule in sorted(by_key, key=lambda k: (k[0] or 0, k[1], k[2], k[3])):
+        cells = by_key[(ipc, arch, method, rule)]
         rnd, ful = random_.get((ipc, arch)), full.get(arch)
         best = cells.get("soft") or cells.get("hard")
         gap = gap_closed(best["mean"], rnd["mean"], ful["mean"]) if best and rnd and ful else None
-        lines.append(f"| {ipc} | {arch} | {method} | {_cell(cells.get('soft'))} | {_cell(cells.get('hard'))} | "
+        lines.append(f"| {ipc} | {arch} | {method} | {rule} | {_cell(cells.get('soft'))} | {_cell(cells.get('hard'))} | "
                      f"{_cell(rnd)} | {_cell(ful)} | {'–' if gap is None else f'{100 * gap:.0f} %'} |")
     commits = sorted({(r.get("git_commit") or "?")[:10] for r in records})
     machines = sorted({r["machine"] for r in records if r.get("machine")})

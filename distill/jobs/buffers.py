@@ -11,13 +11,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from distill.buffers.legacy import import_reference_buffers
+from distill.buffers.legacy import check_expert_classifies, import_reference_buffers
 from distill.buffers.recipe import ExpertRecipe, train_expert
 from distill.buffers.store import ModelSignature, check_folder_owner, completed_expert, write_expert, write_manifest
 from distill.errors import DistillError
 from distill.io.lock import folder_lock
-from distill.jobs.common import (CONFIG_DIR, Logger, barrier, choose_device, choose_dtype, friendly_errors,
-                                 init_distributed, model_options, prepare_data)
+from distill.jobs.common import CONFIG_DIR, Logger, choose_dtype, friendly_errors, model_options, prepare_data
+from distill.jobs.ranks import barrier, choose_device, init_distributed
 from distill.jobs.validate import validate_config
 from distill.models import FlatModel, build_model
 from distill.seeds import derive_seed
@@ -57,7 +57,7 @@ def check_same_recipe(folder: Path, config: dict) -> None:
 def run_buffers(cfg: DictConfig) -> Path:
     """Train (or import) the experts of `cfg` into `cfg.paths.buffers`; returns the folder."""
     validate_config(cfg, "buffers")
-    rank = init_distributed()
+    rank = init_distributed(cfg.device)
     if not rank.is_main:  # torchrun ranks write distinct expert files; rank 0 holds the folder's lock
         return _run_buffers(cfg, rank)
     with folder_lock(cfg.paths.buffers):
@@ -75,10 +75,19 @@ def _run_buffers(cfg: DictConfig, rank) -> Path:
 
     if cfg.buffers.import_from:
         if rank.is_main:
-            sidecars = import_reference_buffers(Path(cfg.buffers.import_from), folder, signature, data.fingerprint)
+            student = FlatModel(build_model(cfg.model.name, data.channels, data.num_classes, data.resolution,
+                                            device=device, dtype=dtype, **model_options(cfg)))
+
+            def check(params: dict, source: str) -> None:
+                accuracy = check_expert_classifies(params, student, data.test_images, data.test_labels,
+                                                   data.num_classes, source)
+                print(f"{source}: {accuracy:.1%} test accuracy under this project's preprocessing")
+
+            sidecars = import_reference_buffers(Path(cfg.buffers.import_from), folder, signature, data.fingerprint,
+                                                check)
             write_manifest(folder, config, data.fingerprint, signature, sidecars)
             print(f"imported {len(sidecars)} experts into {folder}")
-        barrier()
+        barrier(rank)
         return folder
 
     recipe = recipe_from(cfg)
@@ -115,7 +124,7 @@ def _run_buffers(cfg: DictConfig, rank) -> Path:
         print(f"expert {k}: {recipe.epochs} epochs, final train loss {trajectory.train_loss[-1]:.4f}, "
               f"test acc {trajectory.test_accuracy[-1]:.4f}, {trajectory.images_per_second:.0f} img/s, "
               f"{time.perf_counter() - started:.1f} s")
-    barrier()
+    barrier(rank)
     if rank.is_main:
         sidecars = []
         for k in range(int(cfg.buffers.num_experts)):

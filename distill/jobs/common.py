@@ -1,9 +1,8 @@
-"""What every job shares: the error boundary, device choice, data preparation, logging, torchrun ranks."""
+"""What every job shares: the error boundary, dtype choice, data preparation, logging."""
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,10 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data import ImageData, load_dataset
-from distill.data.preprocess import Preprocessor, fit_preprocessor
+from distill.data.preprocess import REFERENCE_STATISTICS, Preprocessor, fit_preprocessor
 from distill.data.splits import stratified_holdout
 from distill.errors import DistillError
+from distill.jobs.ranks import Rank, shutdown
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -28,7 +28,7 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args, **kwargs):
         try:
             result = main(*args, **kwargs)
-            barrier()  # ranks leave together: a rank exiting while rank 0 still writes can abort gloo
+            shutdown()  # ranks leave together: a rank exiting while rank 0 still writes can abort gloo
             return result
         except DistillError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -41,44 +41,6 @@ def friendly_errors(main: Callable[..., Any]) -> Callable[..., Any]:
                 dist.destroy_process_group()
 
     return wrapper
-
-
-@dataclass
-class Rank:
-    """This process's place among torchrun workers (rank 0 of 1 when run directly)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Rank:
-    """Join the torchrun process group if launched by torchrun (nccl on GPU, gloo on CPU)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Rank()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def choose_device(setting: str, rank: Rank) -> torch.device:
-    """'auto' -> cuda:LOCAL_RANK when CUDA exists, else cpu; anything else is taken as given."""
-    if setting == "auto":
-        return torch.device(f"cuda:{rank.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DistillError(f"device={setting} but no CUDA GPU is visible: use device=cpu or device=auto")
-    return device
 
 
 def choose_dtype(setting: str) -> torch.dtype:
@@ -127,7 +89,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, dtype: torch.dtype = tor
     raw = load_dataset(ds.name, ds.root, download=ds.download)
     keep, held = stratified_holdout(raw.train_labels, int(ds.val_per_class), int(ds.val_seed))
     train_u8 = raw.train_images[keep]
-    pre = preprocessor or fit_preprocessor(train_u8, zca=bool(ds.zca), zca_eps=float(ds.zca_eps))
+    fixed = REFERENCE_STATISTICS[ds.name] if ds.get("normalisation", "measured") == "reference" else None
+    pre = preprocessor or fit_preprocessor(train_u8, zca=bool(ds.zca), zca_eps=float(ds.zca_eps), fixed_statistics=fixed)
 
     def to(x: torch.Tensor) -> torch.Tensor:
         return pre.apply(x).to(device=device, dtype=dtype)

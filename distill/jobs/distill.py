@@ -22,11 +22,13 @@ from distill.io.checkpoint import load_checkpoint, save_checkpoint
 from distill.io.lock import folder_lock
 from distill.io.pictures import save_grid
 from distill.jobs.buffers import model_signature
-from distill.jobs.common import (CONFIG_DIR, Logger, PreparedData, choose_device, choose_dtype, friendly_errors,
-                                 init_distributed, model_options, prepare_data)
+from distill.jobs.common import (CONFIG_DIR, Logger, PreparedData, choose_dtype, friendly_errors, model_options,
+                                 prepare_data)
+from distill.jobs.ranks import choose_device, init_distributed
 from distill.jobs.validate import required_epochs, validate_config
-from distill.matching.init import init_correct, init_label_logits, init_noise, init_real, synthetic_classes
-from distill.matching.loop import Distiller, DistillSettings, run_loop
+from distill.matching.init import (init_correct, init_label_logits, init_label_logits_one_expert, init_noise, init_real,
+                                   synthetic_classes)
+from distill.matching.loop import Distiller, DistillSettings, SkipLimitReached, run_loop
 from distill.matching.window import Window
 from distill.models import FlatModel, build_model
 from distill.seeds import derive_seed
@@ -81,7 +83,9 @@ def initial_set(cfg: DictConfig, data: PreparedData, reader: BufferReader, stude
     else:
         images = init_noise((ipc * k, data.channels, *data.resolution), seed, device, dtype)
     classes = synthetic_classes(k, ipc, device)
-    if d.soft_labels:
+    if d.soft_labels and d.pix_init == "real":
+        logits, acc = init_label_logits_one_expert(images, classes, classifiers[0])
+    elif d.soft_labels:
         logits, acc = init_label_logits(images, classes, labellers)
     else:
         logits, acc = torch.nn.functional.one_hot(classes, k).to(dtype), 1.0
@@ -103,7 +107,7 @@ def run_distill(cfg: DictConfig) -> Path:
 
 
 def _run_distill(cfg: DictConfig) -> Path:
-    rank = init_distributed()
+    rank = init_distributed(cfg.device)
     device, dtype = choose_device(cfg.device, rank), choose_dtype(cfg.dtype)
     data = prepare_data(cfg, device, dtype)
     d = cfg.distill
@@ -171,18 +175,27 @@ def _run_distill(cfg: DictConfig) -> Path:
         save_checkpoint(ckpt_path, dist.state_dict(), key)
 
     started = time.perf_counter()
-    run_loop(distiller, int(d.iterations), int(d.eval_every), evaluate, checkpoint, int(d.checkpoint_every),
-             on_step, on_eval)
+    stopped = None
+    try:
+        run_loop(distiller, int(d.iterations), int(d.eval_every), evaluate, checkpoint, int(d.checkpoint_every),
+                 on_step, on_eval)
+    except SkipLimitReached as exc:
+        stopped = str(exc)  # like the reference, a run that cannot improve still ends with its outputs
     bar.close()
-    write_outputs(cfg, out, distiller, data, signature.name, key, time.perf_counter() - started, label_acc)
+    write_outputs(cfg, out, distiller, data, signature.name, key, time.perf_counter() - started, label_acc, stopped)
     logger.image("synthetic_images", out / "grid.png")
     logger.finish()
+    if stopped is not None:
+        raise DistillError(f"{stopped}; the best and last sets are in {out}: raise distill.max_consecutive_skips to "
+                           "go on from the last checkpoint, or start anew with a lower distill.lr_img / "
+                           "distill.lr_lr or a higher distill.threshold (and check the buffer)")
     return out
 
 
 def write_outputs(cfg: DictConfig, out: Path, distiller: Distiller, data: PreparedData, model_name: str, key: str,
-                  seconds: float, label_acc: float) -> None:
-    """distilled.safetensors (the selected set), distilled_last.safetensors, grid.png and summary.json."""
+                  seconds: float, label_acc: float, stopped: str | None = None) -> None:
+    """distilled.safetensors (the selected set), distilled_last.safetensors, grid.png and summary.json
+    (`stopped`: why the run ended before distill.iterations, None when it did not)."""
     d = cfg.distill
     selected = distiller.best_set if distiller.best_set is not None else distiller.current_set()
     rule = f"best {d.selection} accuracy" if distiller.best_set is not None else "last iteration (no evaluation)"
@@ -200,7 +213,7 @@ def write_outputs(cfg: DictConfig, out: Path, distiller: Distiller, data: Prepar
     atomic_write_json(out / "summary.json", {
         "iterations": distiller.iteration, "skipped_updates": distiller.skipped, "best": distiller.best,
         "selection": rule, "final_syn_lr": float(distiller.syn_lr.detach()), "initial_label_accuracy": label_acc,
-        "seconds_this_session": round(seconds, 2)})
+        "seconds_this_session": round(seconds, 2), "stopped_early": stopped})
     print(f"distilled set: {out / 'distilled.safetensors'} ({rule}; {distiller.skipped} skipped updates; "
           f"lr {float(selected['lr']):.4g})")
 

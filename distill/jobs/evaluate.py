@@ -8,7 +8,6 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 
 from distill.data.preprocess import Preprocessor
@@ -19,8 +18,8 @@ from distill.evaluate.records import make_record, read_records, write_record
 from distill.evaluate.tables import plot_accuracy_vs_ipc, write_table
 from distill.evaluate.train import train_and_test
 from distill.io.artifact import load_artifact
-from distill.jobs.common import (CONFIG_DIR, PreparedData, choose_device, choose_dtype, friendly_errors,
-                                 init_distributed, model_options, prepare_data)
+from distill.jobs.common import CONFIG_DIR, PreparedData, choose_dtype, friendly_errors, model_options, prepare_data
+from distill.jobs.ranks import choose_device, gather_objects, init_distributed
 from distill.jobs.distill import protocol_from, set_targets
 from distill.jobs.validate import validate_config
 from distill.models import build_model
@@ -62,13 +61,14 @@ def plan_jobs(cfg: DictConfig, has_artifact: bool, soft_artifact: bool) -> list[
 def run_evaluate(cfg: DictConfig) -> list[dict]:
     """Evaluate `cfg.eval.artifact` (if any) and the baselines; returns the records written."""
     validate_config(cfg, "eval")
-    rank = init_distributed()
+    rank = init_distributed(cfg.device)
     device, dtype = choose_device(cfg.device, rank), choose_dtype(cfg.dtype)
     synthetic, meta, preprocessor = None, {}, None
     if cfg.eval.artifact:
         synthetic, pre_state, meta = load_artifact(cfg.eval.artifact)
-        kind = meta["dataset_fingerprint"]["preprocess"]["kind"]
-        preprocessor = Preprocessor.from_state(kind, pre_state, meta["dataset_fingerprint"]["preprocess"]["zca_eps"])
+        stored = meta["dataset_fingerprint"]["preprocess"]
+        preprocessor = Preprocessor.from_state(stored["kind"], pre_state, stored["zca_eps"],
+                                               stored.get("statistics", "measured"))
     data = prepare_data(cfg, device, dtype, preprocessor)
     if synthetic is not None:
         check_artifact_matches(meta, data.fingerprint, cfg.eval.artifact)
@@ -88,10 +88,7 @@ def run_evaluate(cfg: DictConfig) -> list[dict]:
             results[index] = (accuracy, lr, seed, time.perf_counter() - started)
             print(f"{job.set_kind:9s} {job.labels:4s} {job.architecture:10s} run {job.run}: acc {accuracy:.4f} "
                   f"({results[index][3]:.1f} s)")
-    if rank.world > 1:
-        gathered = [None] * rank.world
-        dist.all_gather_object(gathered, results)
-        results = {k: v for part in gathered for k, v in part.items()}
+    results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
     records = []
     if rank.is_main:
         groups: dict = {}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from distill.data.preprocess import REFERENCE_STATISTICS
 from distill.errors import DistillError
 
 PIX_INITS = ("real", "correct", "noise")
 ENGINES = ("compiled", "flat", "plain")
 SELECTIONS = ("validation", "test")
 LABEL_MODES = ("soft", "hard")
+NORMALISATIONS = ("measured", "reference")
 
 
 def _require(condition: bool, key: str, message: str, value=None) -> None:
@@ -56,6 +58,11 @@ def validate_config(cfg: DictConfig, job: str) -> None:
     _choice(cfg, "dtype", ("float32", "float64"))
     _integer(cfg, "dataset.val_per_class", 0)
     _positive(cfg, "dataset.zca_eps")
+    _choice(cfg, "dataset.normalisation", NORMALISATIONS)
+    if cfg.dataset.normalisation == "reference":
+        _require(cfg.dataset.name in REFERENCE_STATISTICS, "dataset.normalisation",
+                 f"=reference has constants only for {', '.join(REFERENCE_STATISTICS)}", cfg.dataset.name)
+        _require(not cfg.dataset.zca, "dataset.normalisation", "=reference needs dataset.zca=false", cfg.dataset.zca)
     if job in ("buffers", "pipeline"):
         _integer(cfg, "buffers.num_experts", 1)
         _integer(cfg, "buffers.epochs", 1)

@@ -78,3 +78,14 @@ def init_label_logits(images: torch.Tensor, classes: torch.Tensor, experts: Sequ
     logits = torch.where(counts.view(-1, 1) > 0, summed / counts.clamp_min(1).view(-1, 1), all_logits.mean(0))
     accuracy = float((logits.argmax(1) == classes).float().mean())
     return logits, accuracy
+
+
+def init_label_logits_one_expert(images: torch.Tensor, classes: torch.Tensor, expert: Classifier
+                                 ) -> tuple[torch.Tensor, float]:
+    """Initial learnable logits [N, K] for `pix_init=real`: one expert's raw logits, unfiltered, as DATM does
+    there (real images need not be classified correctly, so there is no correct-only average to take).
+
+    Returns (logits, fraction of images whose logits' argmax is their class).
+    """
+    logits = _predict(expert, images)
+    return logits, float((logits.argmax(1) == classes).float().mean())

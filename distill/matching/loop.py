@@ -24,6 +24,10 @@ class ExpertSource(Protocol):
     def params(self, k: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor: ...
 
 
+class SkipLimitReached(DistillError):
+    """`max_consecutive_skips` updates in a row were skipped; the set is still the last good one."""
+
+
 @dataclass(frozen=True)
 class DistillSettings:
     """Hyper-parameters of the loop (names follow the reference, see configs/config.yaml)."""
@@ -143,9 +147,7 @@ class Distiller:
                             float(self.syn_lr.detach()), time.perf_counter() - started)
         self.iteration += 1
         if self.consecutive_skips >= s.max_consecutive_skips:
-            raise DistillError(f"{self.consecutive_skips} updates in a row were skipped (last: {reason}): lower "
-                               "distill.lr_img / distill.lr_lr, check the buffer, or raise distill.threshold "
-                               "(the last checkpoint is intact)")
+            raise SkipLimitReached(f"{self.consecutive_skips} updates in a row were skipped (last: {reason})")
         return record
 
     def current_set(self) -> dict[str, torch.Tensor]:

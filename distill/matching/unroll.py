@@ -169,8 +169,9 @@ def match_programs(programs: StepPrograms, start: torch.Tensor, target: torch.Te
     iterates = [start.detach()]
     for j in range(plan.steps):
         x, p = _step_inputs(images_const, targets_const, plan, j)
-        # contiguous: DSA ops return different strides, and each layout would compile a graph of its own
-        iterates.append(iterates[-1] - lr_value * programs.gradient(iterates[-1], x.contiguous(), p))
+        # one memory layout (DSA ops return different strides, each would compile a graph of its own);
+        # channels-last is the faster one for CPU convolutions
+        iterates.append(iterates[-1] - lr_value * programs.gradient(iterates[-1], x.contiguous(memory_format=torch.channels_last), p))
 
     end = iterates[-1].requires_grad_(True)
     loss = matching_loss(end, start.detach(), target.detach())
@@ -181,7 +182,8 @@ def match_programs(programs: StepPrograms, start: torch.Tensor, target: torch.Te
     grad_lr = torch.zeros_like(lr_value)
     for j in reversed(range(plan.steps)):
         x, p = _step_inputs(leaf_images, _targets(leaf_labels, hard_targets), plan, j)
-        g, adj_w, adj_x, adj_p = programs.adjoint(iterates[j], x.detach().contiguous(), p.detach(), adjoint)
+        g, adj_w, adj_x, adj_p = programs.adjoint(iterates[j], x.detach().contiguous(memory_format=torch.channels_last), p.detach(),
+                                                 adjoint)
         grad_lr -= torch.dot(g, adjoint)
         # chain the step's image / target terms through this step's DSA and softmax into the leaves
         outputs, cotangents = [x], [-lr_value * adj_x]

@@ -176,8 +176,8 @@ def project_child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     sys.path.insert(0, str(ROOT))
     from distill.matching.init import synthetic_classes
-    from distill.matching.loop import Distiller, DistillSettings
-    from distill.matching.window import Window
+    from distill.matching.loop import Distiller
+    from distill.matching.settings import DistillSettings
     from distill.models import FlatModel, build_model
 
     channels, size, ipc, steps, width = spec["case"]
@@ -190,8 +190,9 @@ def project_child(spec: dict) -> dict:
     labels = torch.randn(n, NUM_CLASSES, generator=generator).to(device)
     start, target = _expert_vectors(student.num_params, generator, device)
     # window [0, 1) with M = 1: every iteration matches the fixed start -> target pair
-    settings = DistillSettings(syn_steps=steps, expert_epochs=1, window=Window(0, 1, 1, 1), lr_img=100.0, lr_lr=1e-5,
-                               lr_y=2.0, threshold=1e9, engine=spec["engine"], dsa_strategy=STRATEGY)
+    settings = DistillSettings(syn_steps=steps, expert_epochs=1, min_start_epoch=0, current_max_start_epoch=1,
+                               max_start_epoch=1, expansion_end_iteration=1, lr_img=100.0, lr_lr=1e-5, lr_y=2.0,
+                               threshold=1e9, engine=spec["engine"], dsa_strategy=STRATEGY)
     distiller = Distiller(settings, _RandomExperts(start, target, 1), student, images, labels, 0.01,
                           synthetic_classes(NUM_CLASSES, ipc, device), NUM_CLASSES, seed=0)
     return _timed(distiller.step, spec["iterations"], device)
@@ -203,9 +204,11 @@ def measure(spec: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                           env=env)
+    if proc.returncode < 0:
+        return {"error": f"killed by signal {-proc.returncode}" + (" (out of memory)" if proc.returncode == -9 else "")}
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        return {"error": (lines[-1] if lines else f"exit status {proc.returncode}")[:300]}
+        lines = [line for line in proc.stderr.strip().splitlines() if "Error" in line] or proc.stderr.strip().splitlines()
+        return {"error": (lines[-1].strip() if lines else f"exit status {proc.returncode}")[:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded digits dataset: 5 experts, DATM at IPC 1 and 10, evaluation
-# against a random real subset and the full training set. Writes results/digits.md, image grids and
-# results/digits_demo.md (install and stage timings). Extra arguments are Hydra overrides, e.g.
-# `bash scripts/demo.sh logger=wandb`.
+# against a random real subset and the full training set. Prints the table and where the image grids
+# are; writes only ignored folders (runs/, buffers/), never tracked files. Extra arguments are config
+# overrides, e.g. `bash scripts/demo.sh logger=wandb`. Maintainers refresh the committed results/ and
+# the README with `bash scripts/refresh_results.sh`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 started=$SECONDS

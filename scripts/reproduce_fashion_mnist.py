@@ -20,17 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+import dataclasses
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from distill.cli import load_config  # noqa: E402
 from distill.evaluate.records import git_commit  # noqa: E402
 from distill.io.atomic import atomic_write_bytes  # noqa: E402
 from distill.jobs.buffers import run_buffers  # noqa: E402
-from distill.jobs.common import CONFIG_DIR  # noqa: E402
 from distill.jobs.distill import run_distill  # noqa: E402
 from distill.jobs.evaluate import run_evaluate  # noqa: E402
 from sync_readme import sync_readme  # noqa: E402
@@ -76,8 +75,8 @@ def window_text(window: tuple[int, int, int, int]) -> str:
 
 
 def config(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=["experiment=fashion_mnist_cpu", *overrides])
+    """The benchmark's config: the preset, then `overrides`; committed results go to results/."""
+    return load_config(["experiment=fashion_mnist_cpu", "paths.results=results", *overrides])
 
 
 def ensure_dataset() -> None:
@@ -114,13 +113,11 @@ def main(extra: list[str], only: set[str] | None = None) -> None:
         if name.startswith("datm"):
             baselines = ["random"] + (["full"] if first else [])
             first = False
-        with open_dict(cfg):
-            cfg.eval.artifact = str(out / "distilled.safetensors")
-            cfg.eval.baselines = baselines
-            if SPECS[name][1] in ABLATION_WINDOW:
-                cfg.eval.label_modes = ["soft"]  # the ablation compares windows, not label modes
+        evaluation = dataclasses.replace(cfg.eval, artifact=str(out / "distilled.safetensors"), baselines=baselines)
+        if SPECS[name][1] in ABLATION_WINDOW:
+            evaluation.label_modes = ["soft"]  # the ablation compares windows, not label modes
         t0 = time.perf_counter()
-        run_evaluate(cfg)
+        run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         timings[f"evaluate {name}" + (f" (+ {', '.join(baselines)})" if baselines else "")] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
     write_report(timings, [*(["--only", ",".join(sorted(only))] if only else []), *extra],
@@ -147,7 +144,7 @@ def timings_from_disk() -> dict[str, float]:
     from distill.evaluate.records import newest_per_cell, read_records
 
     timings: dict[str, float] = {}
-    trained = expert_train_seconds(ROOT / "buffers" / "fashion_mnist" / "convnet" / "zca_False")
+    trained = expert_train_seconds(config([]).buffers_folder())
     if trained is not None:
         timings["buffers (sum over experts)"] = trained
     records = newest_per_cell(read_records(ROOT / "results" / "records", "fashion_mnist"))

@@ -22,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+import dataclasses  # noqa: E402
 
 from distill.evaluate.records import git_commit, machine, newest_per_cell, read_records  # noqa: E402
 from distill.io.atomic import atomic_write_bytes  # noqa: E402
 from distill.jobs.buffers import run_buffers  # noqa: E402
-from distill.jobs.common import CONFIG_DIR  # noqa: E402
+from distill.cli import load_config  # noqa: E402
 from distill.jobs.distill import run_distill  # noqa: E402
 from distill.jobs.evaluate import run_evaluate  # noqa: E402
 
@@ -85,14 +84,11 @@ def comparison_report(dataset: str, records: list[dict], timings: dict[str, floa
     return "\n".join(lines) + "\n"
 
 
-def official_protocol(dataset: str) -> list[str]:
+def official_protocol() -> list[str]:
     """Overrides that reproduce the official protocol: no validation hold-out (experts, ZCA and
-    initialisation see the whole training set) and the set picked by test accuracy; buffers and runs
-    go to folders of their own, since they differ from the held-out ones."""
-    name = DATASET_NAME[dataset]
-    return ["dataset.val_per_class=0", "distill.selection=test",
-            f"paths.buffers=buffers/{name}/${{model.name}}/zca_${{dataset.zca}}_wholetrain",
-            f"paths.distill=runs/distill/{name}/${{model.name}}/ipc${{distill.ipc}}_test_selected"]
+    initialisation see the whole training set) and the set picked by test accuracy. Buffers and runs
+    go to folders of their own: the default folders are named after the settings that shape them."""
+    return ["dataset.val_per_class=0", "distill.selection=test"]
 
 
 def main() -> None:
@@ -111,25 +107,23 @@ def main() -> None:
             raise SystemExit(f"no paper preset for {args.dataset} IPC {ipc}: choose from {sorted(PAPER[args.dataset]['datm'])}")
     os.chdir(ROOT)
     os.environ.setdefault("WANDB_MODE", "offline")
-    extra = official_protocol(args.dataset) if args.selection == "test" else []
+    extra = official_protocol() if args.selection == "test" else []
     extra += list(overrides) + ([f"buffers.num_experts={args.experts}"] if args.experts else [])
     command = f".venv/bin/python scripts/reproduce_paper.py {' '.join(sys.argv[1:])}"
     records_dir = ROOT / "results" / "records"
     timings: dict[str, float] = {}
     for i, ipc in enumerate(args.ipc):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"experiment=datm_{args.dataset}_ipc{ipc}", *extra])
+        cfg = load_config([f"experiment=datm_{args.dataset}_ipc{ipc}", "paths.results=results", *extra])
         t0 = time.perf_counter()
         run_buffers(cfg)
         timings[f"buffers (IPC {ipc} preset)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = run_distill(cfg)
         timings[f"distill IPC {ipc}"] = time.perf_counter() - t0
-        with open_dict(cfg):
-            cfg.eval.artifact = str(out / "distilled.safetensors")
-            cfg.eval.baselines = ["random"] + (["full"] if i == 0 else [])
+        evaluation = dataclasses.replace(cfg.eval, artifact=str(out / "distilled.safetensors"),
+                                         baselines=["random"] + (["full"] if i == 0 else []))
         t0 = time.perf_counter()
-        run_evaluate(cfg)
+        run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         timings[f"evaluate IPC {ipc}"] = time.perf_counter() - t0
         text = comparison_report(args.dataset, read_records(records_dir, DATASET_NAME[args.dataset]), timings, command)
         atomic_write_bytes(ROOT / "results" / f"{args.dataset}_paper_comparison.md", text.encode())

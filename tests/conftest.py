@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
-from distill.jobs.common import CONFIG_DIR
+from distill.cli import compose_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(2)
@@ -40,8 +38,7 @@ TINY = [
 def make_config(tmp_path: Path, *overrides: str):
     """The project's config with TINY sizes, outputs under tmp_path, then `overrides` applied."""
     paths = [f"paths.buffers={tmp_path}/buffers", f"paths.distill={tmp_path}/distill", f"paths.results={tmp_path}/results"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[*TINY, *paths, *overrides])
+    return compose_config([*TINY, *paths, *overrides])
 
 
 @pytest.fixture

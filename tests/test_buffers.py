@@ -65,7 +65,7 @@ def test_reader_refuses_short_buffers_and_tampered_files(tiny_buffer, tmp_path):
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch, tiny_buffer):
     _, reference = tiny_buffer
     cfg = make_config(tmp_path)
-    import distill.jobs.buffers as job
+    import distill.buffers.build as job
 
     real_write = job.write_expert
     calls = []

@@ -26,7 +26,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     ("distill.ipc=0", "distill.ipc must be >= 1"),
     ("distill.ipc=abc", "distill.ipc must be an integer"),
     ("distill.syn_steps=2.5", "distill.syn_steps must be an integer"),
-    ("distill.lr_img=-1", "distill.lr_img must be > 0"),
+    ("distill.lr_img=-1", "distill.lr_img must be a number > 0"),
     ("distill.current_max_start_epoch=9", "distill.current_max_start_epoch must lie in"),
     ("distill.pix_init=zeros", "distill.pix_init must be one of"),
     ("dtype=float16", "dtype must be one of"),
@@ -49,3 +49,37 @@ def test_unknown_config_keys_are_rejected(tmp_path):
 
     with pytest.raises(Exception, match="distill.not_a_key|not_a_key"):
         make_config(tmp_path, "distill.not_a_key=3")
+
+
+def test_the_main_job_writes_only_ignored_paths_and_says_where(tmp_path):
+    # run in an empty folder: every file the pipeline writes under its default paths must be one the
+    # repository ignores, so a user's clone stays clean
+    result = subprocess.run([sys.executable, "-m", "distill.jobs.pipeline", "experiment=digits_demo", *TINY,
+                             "pipeline.ipcs=[1]", "eval.runs=1", "protocol.epochs=5"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| IPC |" in result.stdout and "grids: runs/results/digits_*_grid.png" in result.stdout
+    written = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(w.startswith("runs/results/") for w in written) and any(w.startswith("buffers/") for w in written)
+    check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--verbose", "--non-matching",
+                            *written], capture_output=True, text=True)
+    not_ignored = [line.split("\t")[-1] for line in check.stdout.splitlines() if line.startswith("::")]
+    assert not_ignored == []
+
+
+def test_a_misspelt_preset_stops_at_once_listing_the_valid_ones(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "distill.jobs.distill", "experiment=nope"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no experiment 'nope': choose one of ")
+    assert "digits_demo" in lines[0] and "datm_cifar10_ipc10" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_override_key_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "distill.jobs.distill", "distill.lr_imgg=3"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "distill.lr_imgg" in lines[0] and lines[0].startswith("error: config:")

@@ -26,7 +26,7 @@ def test_matching_loss_falls_on_digits_from_a_tiny_buffer(tiny_buffer, tmp_path)
     cfg = make_config(tmp_path, f"paths.buffers={folder}", "distill.iterations=40", "distill.dsa=false",
                       "distill.syn_steps=10", "distill.lr_teacher=0.05", "distill.lr_lr=1e-4",
                       "distill.lr_img=100", "distill.threshold=10")
-    import distill.jobs.distill as job
+    import distill.matching.run as job
 
     captured = {}
     real_run_loop = job.run_loop
@@ -78,7 +78,7 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_buffer, tmp_path
 def test_checkpoint_of_another_config_is_refused(tiny_buffer, tmp_path):
     _, folder = tiny_buffer
     run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.iterations=2"))
-    with pytest.raises(DistillError, match="different config"):
+    with pytest.raises(DistillError, match=r"other settings \(distill.lr_img: 100.0 in the checkpoint, 5.0 now\)"):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.lr_img=5"))
 
 
@@ -88,7 +88,7 @@ def test_bad_distill_inputs_are_one_line_errors(tiny_buffer, tmp_path):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.max_start_epoch=4"))
     with pytest.raises(DistillError, match="does not match this run.*zca"):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "dataset.zca=true"))
-    with pytest.raises(DistillError, match="distill.ipc=500 exceeds the smallest class"):
+    with pytest.raises(DistillError, match=r"config: distill.ipc exceeds the smallest class \(129 training images\) \(got 500\)"):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.ipc=500"))
     with pytest.raises(DistillError, match="no expert buffer"):
         run_distill(make_config(tmp_path, f"paths.buffers={tmp_path}/none"))

@@ -46,9 +46,10 @@ def test_random_baseline_is_class_balanced_and_seeded():
 
 
 def test_tiny_evaluation_on_digits_beats_chance_clearly(tiny_cfg):
-    from distill.jobs.common import prepare_data
+    from distill.config import to_config
+    from distill.data.prepare import prepare_data
 
-    data = prepare_data(tiny_cfg, torch.device("cpu"))
+    data = prepare_data(to_config(tiny_cfg).dataset, torch.device("cpu"))
     x, y = random_subset(data.train_images, data.train_labels, 10, 10, seed=0)
     model = build_model("convnet", 1, 10, 8, seed=0, width=16, depth=2)
     acc = train_and_test(model, x, y, data.test_images, data.test_labels, Protocol(epochs=60, batch_size=50), 0.01, 0)
@@ -131,7 +132,7 @@ def test_bad_artifacts_are_refused(artifact, tmp_path):
         load_artifact(tmp_path / "cut.safetensors")
     with pytest.raises(DistillError, match="cannot take 1x8x8"):
         run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}", "eval.architectures=[lenet]"))
-    with pytest.raises(DistillError, match="protocol.lr must be > 0"):
+    with pytest.raises(DistillError, match="protocol.lr must be a number > 0"):
         run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}", "protocol.lr=-1"))
 
 

@@ -6,11 +6,11 @@ import torch
 
 from distill.errors import DistillError
 from distill.matching.init import init_correct, init_label_logits, synthetic_classes
-from distill.matching.loop import Distiller, DistillSettings
+from distill.matching.loop import Distiller
+from distill.matching.settings import DistillSettings
 from distill.matching.loss import matching_loss, soft_cross_entropy
 from distill.matching.programs import StepPrograms
 from distill.matching.unroll import make_engine, make_plan, match_flat, match_plain, match_programs
-from distill.matching.window import Window
 from distill.models import FlatModel, build_model, model_names
 
 
@@ -220,8 +220,9 @@ def _toy_distiller(**overrides):
     real = torch.randn(32, 1, 8, 8)
     labels = torch.arange(32) % 4
     experts = _ToyExperts(student, real, labels)
-    options = {"syn_steps": 5, "expert_epochs": 2, "window": Window(0, 2, 4, 10), "lr_img": 10.0, "lr_lr": 1e-5,
-               "lr_y": 2.0, "dsa_strategy": "", "engine": "flat", **overrides}
+    options = {"syn_steps": 5, "expert_epochs": 2, "min_start_epoch": 0, "current_max_start_epoch": 2,
+               "max_start_epoch": 4, "expansion_end_iteration": 10, "lr_img": 10.0, "lr_lr": 1e-5, "lr_y": 2.0,
+               "dsa": False, "engine": "flat", **overrides}
     settings = DistillSettings(**options)
     images = real[:8].clone()
     return Distiller(settings, experts, student, images, torch.randn(8, 4), 0.1, synthetic_classes(4, 2), 4, seed=1)

@@ -44,3 +44,14 @@ def test_bad_model_inputs_are_one_line_errors():
     with pytest.raises(DistillError, match="cannot take 1x8x8"):
         build_model("lenet", 1, 10, 8)
     assert "vgg11" in model_names()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_registered_model_has_a_config_that_builds(name):
+    from distill.cli import load_config
+
+    cfg = load_config([f"model={name}"])
+    assert cfg.model.name == name
+    size = {"convnet_d4": 64, "convnet_d5": 128, "lenet": 28}.get(name, 32)
+    net = cfg.model.build(3, 10, size, seed=0)
+    assert net(torch.zeros(2, 3, size, size)).shape == (2, 10)

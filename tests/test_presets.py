@@ -8,10 +8,11 @@ import torch
 
 from distill.buffers.store import write_expert, write_manifest
 from distill.data.registry import ImageData
-from distill.jobs.buffers import model_signature
-from distill.jobs.common import CONFIG_DIR, prepare_data
+from distill.buffers.build import model_signature
+from distill.cli import CONFIG_DIR
+from distill.config import to_config
+from distill.data.prepare import prepare_data
 from distill.jobs.distill import run_distill
-from distill.jobs.validate import required_epochs, validate_config
 from tests.conftest import make_config
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -40,17 +41,18 @@ def test_all_paper_cells_and_mtt_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_and_runs_one_iteration(preset, tmp_path, monkeypatch):
     cfg = make_config(tmp_path, f"experiment={preset}")
-    validate_config(cfg, "pipeline")  # the preset as written, before shrinking
+    to_config(cfg).check_for("pipeline")  # the preset as written, before shrinking
     batch = cfg.distill.batch_syn
     cfg = make_config(tmp_path, f"experiment={preset}", "distill.ipc=2", "distill.syn_steps=2", "distill.iterations=1",
                       f"distill.batch_syn={'null' if batch is None else min(batch, 8)}", "distill.eval_every=0",
                       "dataset.zca=false", "dataset.val_per_class=1", "model.options.width=8",
                       "distill.pix_init=real", f"paths.buffers={tmp_path}/buffers", f"paths.distill={tmp_path}/out")
     fake = _fake_dataset(cfg.dataset.name)
-    monkeypatch.setattr("distill.jobs.common.load_dataset", lambda *a, **k: fake)
-    data = prepare_data(cfg, torch.device("cpu"))
-    signature = model_signature(cfg, data.channels, data.num_classes, data.resolution)
-    epochs = required_epochs(cfg.distill.max_start_epoch, cfg.distill.expert_epochs)
+    monkeypatch.setattr("distill.data.prepare.load_dataset", lambda *a, **k: fake)
+    typed = to_config(cfg)
+    data = prepare_data(typed.dataset, torch.device("cpu"))
+    signature = model_signature(typed.model, data.channels, data.num_classes, data.resolution)
+    epochs = typed.distill.required_epochs
     sidecars = []
     for k in range(2):
         g = torch.Generator().manual_seed(k)

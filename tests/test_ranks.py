@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 
-from distill.jobs.ranks import Rank, choose_device, gather_objects, init_distributed
+from distill.parallel import Rank, choose_device, gather_objects, init_distributed
 
 SCRIPT = '''
 import os, torch
-from distill.jobs.ranks import gather_objects, init_distributed, shutdown
+from distill.parallel import gather_objects, init_distributed, shutdown
 rank = init_distributed("cpu")
 print("ranks", gather_objects((rank.rank, rank.local_world, torch.get_num_threads()), rank), flush=True)
 shutdown()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.jobs.validate import validate_config
+from distill.config import to_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -49,7 +49,7 @@ def test_fashion_mnist_benchmark_covers_the_issue_grid():
 @pytest.mark.parametrize("name", sorted(fmnist.RUNS))
 def test_fashion_mnist_runs_compose_and_validate(name):
     cfg = fmnist.config([*fmnist.RUNS[name], "paths.distill=/nonexistent"])
-    validate_config(cfg, "pipeline")
+    to_config(cfg).check_for("pipeline")
     ipc, method, window = fmnist.SPECS[name]
     assert cfg.distill.ipc == ipc and cfg.distill.method == method
     assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (window[0], window[2])
@@ -105,14 +105,16 @@ def test_paper_comparison_puts_newest_measurements_beside_table_1():
 
 def test_official_protocol_holds_nothing_out_and_selects_on_test(tmp_path):
     import reproduce_paper
-    from tests.conftest import make_config
 
-    overrides = reproduce_paper.official_protocol("cifar10")
-    cfg = make_config(tmp_path, "experiment=datm_cifar10_ipc10", *overrides)
-    assert cfg.dataset.val_per_class == 0 and cfg.distill.selection == "test"
-    assert cfg.paths.buffers == "buffers/cifar10/convnet/zca_True_wholetrain"
-    assert cfg.paths.distill == "runs/distill/cifar10/convnet/ipc2_test_selected"  # IPC 2: the tiny test sizes
-    validate_config(cfg, "pipeline")
+    from distill.cli import load_config
+
+    official = load_config(["experiment=datm_cifar10_ipc10", *reproduce_paper.official_protocol()])
+    honest = load_config(["experiment=datm_cifar10_ipc10"])
+    assert official.dataset.val_per_class == 0 and official.distill.selection == "test"
+    official.check_for("pipeline")
+    # experts of the whole training set and test-selected runs never share folders with the others
+    assert official.buffers_folder() != honest.buffers_folder()
+    assert official.distill_folder() != honest.distill_folder()
 
 
 def test_fashion_mnist_checks_judge_distilled_against_random():

@@ -10,25 +10,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill import checks
 from distill.buffers.gsam import gsam_gradients
-from distill.data.augment import dsa
+from distill.data.augment import DEFAULT_STRATEGY, dsa, parse_strategy
 from distill.models.flat import FlatModel
 
 
-@dataclass(frozen=True)
-class ExpertRecipe:
-    """The reference recipe: SGD lr 0.01, no momentum, no weight decay, batch 256, hard-label CE, DSA."""
+@dataclass
+class GsamSettings:
+    """GSAM (DATM's experts; MTT's use plain SGD): rho, alpha and the adaptive (ASAM-style) perturbation."""
 
-    epochs: int
+    enabled: bool = False
+    rho: float = 0.01
+    alpha: float = 0.3
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        checks.positive(self, "rho")
+        if not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
+            checks.fail(self, "alpha", "must be in [0, 1]")
+
+
+@dataclass
+class ExpertRecipe:
+    """How one expert trains: the reference's SGD lr 0.01, no momentum, no weight decay, batch 256,
+    hard-label cross-entropy, DSA (`dsa=False` disables it), optional GSAM."""
+
+    epochs: int = 20
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 256
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # "" disables augmentation
-    gsam: bool = False
-    gsam_rho: float = 0.01
-    gsam_alpha: float = 0.3
-    gsam_adaptive: bool = True
+    dsa: bool = True
+    dsa_strategy: str = DEFAULT_STRATEGY
+    gsam: GsamSettings = field(default_factory=GsamSettings)
+
+    def __post_init__(self) -> None:
+        checks.integer(self, "epochs", 1)
+        checks.positive(self, "lr")
+        checks.fraction(self, "momentum")
+        checks.integer(self, "batch_size", 1)
+        parse_strategy(self.dsa_strategy)
+
+    @property
+    def augmentation(self) -> str:
+        """The DSA strategy in effect ("" when off)."""
+        return self.dsa_strategy if self.dsa else ""
 
 
 @dataclass
@@ -75,10 +102,10 @@ def train_expert(model: nn.Module, recipe: ExpertRecipe, train_images: torch.Ten
         for start in range(0, n, recipe.batch_size):
             batch = order[start:start + recipe.batch_size]
             x, y = train_images[batch], train_labels[batch]
-            x = dsa(x, generator, recipe.dsa_strategy)
-            if recipe.gsam:
-                grads, loss = gsam_gradients(params, lambda: F.cross_entropy(model(x), y), recipe.gsam_rho,
-                                             recipe.gsam_alpha, recipe.gsam_adaptive)
+            x = dsa(x, generator, recipe.augmentation)
+            if recipe.gsam.enabled:
+                grads, loss = gsam_gradients(params, lambda: F.cross_entropy(model(x), y), recipe.gsam.rho,
+                                             recipe.gsam.alpha, recipe.gsam.adaptive)
                 for p, g in zip(params, grads):
                     p.grad = g
             else:

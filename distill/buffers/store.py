@@ -173,7 +173,8 @@ class BufferReader:
         self.epochs = min(e["epochs"] for e in self.experts)
         if self.epochs < min_epochs:
             raise DistillError(f"buffer {self.folder} has {self.epochs} epochs but the window needs {min_epochs} "
-                               f"(max_start_epoch + expert_epochs): re-run distill-buffers with buffers.epochs={min_epochs}")
+                               "(max start epoch - 1 + expert epochs): train experts of at least that many epochs "
+                               "into another folder, or narrow the window")
         self.verify = verify
         self._verified: set[int] = set()
 

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
+
+from distill import checks
+from distill.data.augment import DEFAULT_STRATEGY, parse_strategy
 
 
-@dataclass(frozen=True)
+@dataclass
 class Protocol:
-    """How a fresh network is trained on a set (reference §4).
+    """How a fresh network is trained on a set (the config's `protocol` section; docs/method.md §5).
 
     lr None means "the artifact's learned lr"; baselines (which have none) use baseline_lr.
-    labels: "soft" (softmax of stored logits) or "hard" (their argmax).
+    labels: "soft" (softmax of stored logits) or "hard" (their argmax). dsa=False trains without
+    augmentation.
     """
 
     name: str = "reference"
     epochs: int = 1000
-    lr: float | None = None
+    lr: Optional[float] = None
     baseline_lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa: bool = True
+    dsa_strategy: str = DEFAULT_STRATEGY
     labels: str = "soft"
+
+    def __post_init__(self) -> None:
+        checks.integer(self, "epochs", 1)
+        checks.integer(self, "batch_size", 1)
+        checks.positive(self, "lr", nullable=True)
+        checks.positive(self, "baseline_lr")
+        checks.fraction(self, "momentum")
+        checks.choice(self, "labels", ("soft", "hard"))
+        parse_strategy(self.dsa_strategy)
+
+    @property
+    def augmentation(self) -> str:
+        """The DSA strategy in effect ("" when off)."""
+        return self.dsa_strategy if self.dsa else ""
 
     def to_json(self) -> dict:
         return asdict(self)

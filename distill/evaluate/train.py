@@ -17,6 +17,12 @@ def set_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return soft_cross_entropy(logits, targets) if targets.is_floating_point() else F.cross_entropy(logits, targets)
 
 
+def set_targets(synthetic: dict, label_mode: str) -> torch.Tensor:
+    """Training targets of a set: softmax probabilities [N, K] ('soft') or argmax classes [N] ('hard')."""
+    logits = synthetic["label_logits"]
+    return torch.softmax(logits, dim=1) if label_mode == "soft" else logits.argmax(1)
+
+
 def train_on_set(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, protocol: Protocol, lr: float,
                  generator: torch.Generator, epochs: int | None = None) -> float:
     """Train `model` in place on images [N, C, H, W] with targets (probabilities [N, K] or classes [N]).
@@ -39,7 +45,7 @@ def train_on_set(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, 
         last_loss = torch.zeros((), device=images.device)
         for start in range(0, n, protocol.batch_size):
             batch = order[start:start + protocol.batch_size]
-            x = dsa(images[batch], generator, protocol.dsa_strategy)
+            x = dsa(images[batch], generator, protocol.augmentation)
             loss = set_loss(model(x), targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,13 +26,19 @@ def save_artifact(path: str | Path, synthetic: dict[str, torch.Tensor], metadata
 
 
 def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """Read and check a distilled set. Returns (synthetic tensors, preprocessing state, metadata).
+    """Read and check a distilled set (a distilled.safetensors or the run folder holding one).
+    Returns (synthetic tensors, preprocessing state, metadata).
 
     Refuses files of another format, with inconsistent shapes, non-finite values or a non-positive lr.
     """
     path = Path(path)
+    if path.is_dir() and (path / "distilled.safetensors").is_file():
+        path = path / "distilled.safetensors"  # a run folder
+    if path.suffix == ".pt" and path.is_file():
+        raise DistillError(f"{path} is a torch file (a checkpoint?), not a distilled set: pass the run folder or "
+                           "its distilled.safetensors")
     if not path.is_file():
-        raise DistillError(f"no distilled set at {path}: run distill-run first or fix eval.artifact")
+        raise DistillError(f"no distilled set at {path}: pass a run folder or its distilled.safetensors")
     tensors, meta = load_tensors(path)
     if meta.get("format") != ARTIFACT_FORMAT:
         raise DistillError(f"{path} is not a distilled set (format {meta.get('format')!r}): pass a distilled.safetensors")

@@ -2,66 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
-
+from distill.cli import command
+from distill.config import Config, to_config
 from distill.io.atomic import atomic_write_bytes, atomic_write_json
 from distill.jobs.buffers import run_buffers
-from distill.jobs.common import CONFIG_DIR, friendly_errors
 from distill.jobs.distill import run_distill
 from distill.jobs.evaluate import run_evaluate
-from distill.jobs.validate import validate_config
 
 
-def config_for_ipc(cfg: DictConfig, ipc: int) -> DictConfig:
-    """A copy of `cfg` with distill.ipc = ipc and the `pipeline.per_ipc.ipc<ipc>` overrides applied."""
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    with open_dict(out):
-        out.distill.ipc = ipc
-        overrides = (cfg.get("pipeline", {}) or {}).get("per_ipc", {}) or {}
-        for key, value in (overrides.get(f"ipc{ipc}", {}) or {}).items():
-            out.distill[key] = value
-    return out
+def config_for_ipc(cfg: Config, ipc: int) -> Config:
+    """`cfg` with distill.ipc = ipc and the `pipeline.per_ipc.ipc<ipc>` overrides applied (checked again)."""
+    return cfg.with_distill(ipc=ipc, **dict(cfg.pipeline.per_ipc.get(f"ipc{ipc}", {}) or {}))
 
 
-def run_pipeline(cfg: DictConfig) -> list[dict]:
+def run_pipeline(cfg: Config) -> list[dict]:
     """Buffers once, then for every IPC in `cfg.pipeline.ipcs`: distil and evaluate. Returns all records."""
-    ipcs = list(cfg.pipeline.ipcs)
-    for ipc in ipcs:
-        validate_config(config_for_ipc(cfg, ipc), "pipeline")
+    cfg = to_config(cfg)
+    subs = [config_for_ipc(cfg, ipc) for ipc in cfg.pipeline.ipcs]
+    for sub in subs:
+        sub.check_for("pipeline")
     timings, records = {}, []
     started = time.perf_counter()
     run_buffers(cfg)
     timings["buffers"] = time.perf_counter() - started
-    for i, ipc in enumerate(ipcs):
-        sub = config_for_ipc(cfg, ipc)
+    results = Path(cfg.paths.results)
+    for i, sub in enumerate(subs):
+        ipc = sub.distill.ipc
         t0 = time.perf_counter()
         out = run_distill(sub)
         timings[f"distill_ipc{ipc}"] = time.perf_counter() - t0
-        grid = Path(cfg.paths.results) / f"{cfg.dataset.name}_{sub.distill.method}_ipc{ipc}_grid.png"
+        grid = results / f"{cfg.dataset.name}_{sub.distill.method}_ipc{ipc}_grid.png"
         atomic_write_bytes(grid, (out / "grid.png").read_bytes())
-        with open_dict(sub):
-            sub.eval.artifact = str(out / "distilled.safetensors")
-            # the full-dataset baseline does not depend on IPC: train it once
-            sub.eval.baselines = [b for b in sub.eval.baselines if b != "full" or i == 0]
+        # the full-dataset baseline does not depend on IPC: train it once
+        evaluation = dataclasses.replace(sub.eval, artifact=str(out / "distilled.safetensors"),
+                                         baselines=[b for b in sub.eval.baselines if b != "full" or i == 0])
         t0 = time.perf_counter()
-        records += run_evaluate(sub)
+        records += run_evaluate(dataclasses.replace(sub, eval=evaluation))
         timings[f"evaluate_ipc{ipc}"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    summary = Path(cfg.paths.results) / f"{cfg.dataset.name}_pipeline_timings.json"
-    atomic_write_json(summary, {k: round(v, 1) for k, v in timings.items()})
-    print(Path(cfg.eval.table).read_text())
+    atomic_write_json(results / f"{cfg.dataset.name}_pipeline_timings.json", {k: round(v, 1) for k, v in timings.items()})
+    print(cfg.table_path().read_text())
+    print(f"grids: {results}/{cfg.dataset.name}_*_grid.png")
     print("stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     return records
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-@friendly_errors
-def main(cfg: DictConfig) -> None:
-    run_pipeline(cfg)
+main = command(run_pipeline, "distill-pipeline")
 
 
 if __name__ == "__main__":

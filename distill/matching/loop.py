@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillError
-from distill.matching.unroll import ENGINES, make_engine, make_plan
+from distill.matching.settings import DistillSettings
+from distill.matching.unroll import make_engine, make_plan
 from distill.matching.window import Window, sample_start_epoch, upper_bound
 from distill.models.flat import FlatModel
 
 
 class ExpertSource(Protocol):
-    """What the loop needs from a buffer: the number of experts and (expert, epoch) -> flat vector."""
+    """What the loop needs from a buffer: the number of experts, their epochs, (expert, epoch) -> flat vector."""
+
+    epochs: int
 
     def __len__(self) -> int: ...
 
@@ -26,28 +29,6 @@ class ExpertSource(Protocol):
 
 class SkipLimitReached(DistillError):
     """`max_consecutive_skips` updates in a row were skipped; the set is still the last good one."""
-
-
-@dataclass(frozen=True)
-class DistillSettings:
-    """Hyper-parameters of the loop (names follow the reference, see configs/config.yaml)."""
-
-    syn_steps: int
-    expert_epochs: int
-    window: Window
-    lr_img: float
-    lr_lr: float
-    lr_y: float
-    momentum_img: float = 0.5
-    momentum_lr: float = 0.5
-    momentum_y: float = 0.9
-    min_syn_lr: float = 1e-6
-    batch_syn: int | None = None
-    threshold: float = 1.0
-    soft_labels: bool = True
-    engine: str = "compiled"
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    max_consecutive_skips: int = 100
 
 
 @dataclass
@@ -73,8 +54,6 @@ class Distiller:
 
     def __init__(self, settings: DistillSettings, experts: ExpertSource, student: FlatModel, images: torch.Tensor,
                  label_logits: torch.Tensor, syn_lr: float, classes: torch.Tensor, num_classes: int, seed: int):
-        if settings.engine not in ENGINES:
-            raise DistillError(f"unknown engine '{settings.engine}': use {', '.join(ENGINES)}")
         self.settings, self.experts, self.student = settings, experts, student
         self.engine = make_engine(settings.engine, student)
         self.device = images.device
@@ -113,7 +92,7 @@ class Distiller:
         t = sample_start_epoch(s.window, self.iteration, self.generator)
         start = self.experts.params(k, t, self.device).to(self.images.dtype)
         target = self.experts.params(k, t + s.expert_epochs, self.device).to(self.images.dtype)
-        plan = make_plan(len(self.images), s.batch_syn, s.syn_steps, self.generator, s.dsa_strategy)
+        plan = make_plan(len(self.images), s.batch_syn, s.syn_steps, self.generator, s.augmentation)
         reason = None
         if not (torch.isfinite(start).all() and torch.isfinite(target).all()):
             reason = "expert parameters not finite"

@@ -35,3 +35,8 @@ def sample_start_epoch(window: Window, iteration: int, generator: torch.Generato
     """A start epoch t drawn uniformly from the integers T- .. U(it) - 1. The lower bound never moves."""
     high = upper_bound(window, iteration)
     return int(torch.randint(window.min_start, high, (1,), generator=generator))
+
+
+def required_epochs(max_start_epoch: int, expert_epochs: int) -> int:
+    """Expert epochs a window needs: start epochs go up to T+ - 1 and targets lie M epochs further."""
+    return max_start_epoch - 1 + expert_epochs

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -54,6 +55,24 @@ def build_model(name: str, channels: int, num_classes: int, resolution: int | tu
         except TypeError as exc:
             raise DistillError(f"model '{name}': bad option ({exc})") from None
     return model.to(device=device, dtype=dtype)
+
+
+@dataclass
+class ModelSpec:
+    """A registered model name and its builder options (the config's `model` section).
+
+    options are the builder's keyword arguments: width, depth, norm, act, pool for the ConvNets;
+    {} takes the builder's defaults (ConvNet: width 128, depth 3, instance norm).
+    """
+
+    name: str = "convnet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, channels: int, num_classes: int, resolution: int | tuple[int, int], seed: int | None = None,
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+        """`build_model(self.name, ..., **self.options)`."""
+        return build_model(self.name, channels, num_classes, resolution, seed=seed, device=device, dtype=dtype,
+                           **dict(self.options))
 
 
 def feature_count(features: nn.Module, channels: int, resolution: tuple[int, int]) -> int:

@@ -1,4 +1,4 @@
-"""torchrun ranks: joining the process group, the device and threads of each rank, coordination, teardown.
+"""torchrun ranks (library-wide): joining the process group, the device and threads of each rank, coordination, teardown.
 
 Data moves between ranks only through `gather_objects` (small Python results) and `barrier`, both on
 a gloo group with a long timeout: they coordinate work of uneven length (an expert more on one rank,
@@ -104,3 +104,10 @@ def shutdown() -> None:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def abandon() -> None:
+    """Leave the process group at once, without waiting for the others (error paths: a barrier could
+    wait forever for a rank that is still working)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

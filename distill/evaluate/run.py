@@ -1,0 +1,127 @@
+"""Evaluating a distilled set beside its baselines: fresh networks trained under one protocol, several seeds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from distill.data.prepare import PreparedData
+from distill.errors import DistillError
+from distill.evaluate.baselines import random_subset
+from distill.evaluate.protocol import Protocol
+from distill.evaluate.records import make_record
+from distill.evaluate.train import set_targets, train_and_test
+from distill.models.registry import ModelSpec
+from distill.parallel import Rank, gather_objects
+from distill.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One training run: which set (distilled / random / full), label mode, architecture, run index."""
+
+    set_kind: str
+    labels: str
+    architecture: str
+    run: int
+
+
+def plan_runs(has_set: bool, soft_set: bool, label_modes: Sequence[str], architectures: Sequence[str], runs: int,
+              baselines: Sequence[str]) -> list[EvalRun]:
+    """Every run to do, in a fixed order (torchrun rank r takes runs r, r + world, ...). A hard-label
+    set is evaluated with hard labels only."""
+    modes = [m for m in label_modes if soft_set or m == "hard"] or ["hard"]
+    plan = []
+    for arch in architectures:
+        for r in range(runs):
+            plan += [EvalRun("distilled", mode, arch, r) for mode in (modes if has_set else [])]
+            plan += [EvalRun(kind, "hard", arch, r) for kind in baselines]
+    return plan
+
+
+def check_set_matches(meta: dict, fingerprint: dict, source: str) -> None:
+    """Refuse a set distilled from another dataset, resolution or class count than `fingerprint`'s."""
+    theirs = meta.get("dataset_fingerprint", {})
+    for key in ("dataset", "resolution", "channels", "num_classes"):
+        if theirs.get(key) != fingerprint.get(key):
+            raise DistillError(f"{source} was distilled on {key}={theirs.get(key)!r}, but the data given has "
+                               f"{key}={fingerprint.get(key)!r}: load the dataset it was distilled from")
+
+
+def _train_run(run: EvalRun, data: PreparedData, synthetic: dict | None, protocol: Protocol, ipc: int | None,
+               model: ModelSpec, full_epochs: int, seed: int) -> tuple[float, float, int]:
+    """Train one fresh network for `run`; returns (test accuracy, lr used, seed)."""
+    run_seed = derive_seed(seed, f"eval/{run.set_kind}/{run.labels}/{run.architecture}", run.run)
+    epochs = None
+    if run.set_kind == "distilled":
+        images, targets = synthetic["images"], set_targets(synthetic, run.labels)
+        lr = float(protocol.lr) if protocol.lr is not None else float(synthetic["lr"])
+    elif run.set_kind == "random":
+        images, targets = random_subset(data.train_images, data.train_labels, ipc, data.num_classes, run_seed)
+        lr = protocol.baseline_lr
+    else:
+        images, targets, lr = data.train_images, data.train_labels, protocol.baseline_lr
+        epochs = full_epochs
+    # the distillation architecture keeps its options (width, depth...); others use their defaults
+    spec = model if run.architecture == model.name else ModelSpec(run.architecture)
+    net = spec.build(data.channels, data.num_classes, data.resolution, seed=run_seed, device=data.test_images.device,
+                     dtype=data.test_images.dtype)
+    accuracy = train_and_test(net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs)
+    return accuracy, lr, run_seed
+
+
+def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = None, *, protocol: Protocol = Protocol(),
+             model: ModelSpec = ModelSpec(), architectures: Sequence[str] | None = None, runs: int = 5, seed: int = 0,
+             baselines: Sequence[str] = ("random", "full"), label_modes: Sequence[str] = ("soft", "hard"),
+             ipc: int | None = None, full_epochs: int = 30, method: str = "distilled", meta: dict | None = None,
+             rank: Rank = Rank(), log: Callable[[str], None] = print) -> list[dict]:
+    """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
+    label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
+    same-size random real subset, `full`: the whole training split, `full_epochs` epochs), all under
+    `protocol`, and test them on `data`'s test split.
+
+    `model` is the distillation architecture with its options (other `architectures` use their
+    defaults; None = just `model.name`); `ipc` sizes the random subset (default: the set's). Under
+    torchrun the runs are spread over `rank`s and every rank returns all records. Returns one record
+    (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
+    """
+    if synthetic is not None:
+        ipc = ipc or len(synthetic["classes"]) // data.num_classes
+    if ipc is None and "random" in baselines:
+        raise DistillError("evaluate: give ipc for the random-subset baseline (no set to take it from)")
+    if not isinstance(runs, int) or runs < 1:
+        raise DistillError(f"evaluate: runs must be an integer >= 1 (got {runs!r})")
+    architectures = list(architectures or [model.name])
+    soft = bool((meta or {}).get("soft_labels", synthetic is not None))
+    plan = plan_runs(synthetic is not None, soft, label_modes, architectures, runs, baselines)
+    if synthetic is not None:
+        device, dtype = data.test_images.device, data.test_images.dtype
+        synthetic = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in synthetic.items()}
+    results = {}
+    for index, run in enumerate(plan):
+        if index % rank.world == rank.rank:
+            started = time.perf_counter()
+            accuracy, lr, run_seed = _train_run(run, data, synthetic, protocol, ipc, model, full_epochs, seed)
+            results[index] = (accuracy, lr, run_seed, time.perf_counter() - started)
+            log(f"{run.set_kind:9s} {run.labels:4s} {run.architecture:10s} run {run.run}: acc {accuracy:.4f} "
+                f"({results[index][3]:.1f} s)")
+    results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
+    groups: dict = {}
+    for index, run in enumerate(plan):
+        groups.setdefault((run.set_kind, run.labels, run.architecture), []).append(results[index])
+    records = []
+    for (kind, labels, arch), done in groups.items():
+        options = dict(model.options) if arch == model.name else {}
+        record = make_record(
+            dataset=data.fingerprint["dataset"], set_kind=kind, method=method if kind == "distilled" else kind,
+            ipc=None if kind == "full" else ipc, labels=labels, architecture=arch,
+            protocol={**protocol.to_json(), "labels": labels, "epochs": full_epochs if kind == "full" else protocol.epochs},
+            lr=done[0][1], seeds=[r[2] for r in done], accuracies=[r[0] for r in done],
+            seconds=sum(r[3] for r in done), artifact_sha256=(meta or {}).get("sha256") if kind == "distilled" else None,
+            extra={"model_options": options, "selection": (meta or {}).get("selection") if kind == "distilled" else None,
+                   "preprocess": data.fingerprint["preprocess"]})
+        records.append(record)
+    return records

@@ -26,7 +26,9 @@ def _load_tensor(path: Path) -> torch.Tensor:
     except FileNotFoundError:
         raise DistillError(f"{path} not found: an official set is a folder with {', '.join(OFFICIAL_FILES)}") from None
     except pickle.UnpicklingError as exc:
-        raise DistillError(f"{path} asks for more than tensors ({str(exc).splitlines()[0][:120]}); refusing to load it") from None
+        raise DistillError(
+            f"{path} asks for more than tensors ({str(exc).splitlines()[0][:120]}); refusing to load it"
+        ) from None
     except Exception as exc:
         raise DistillError(f"{path} is not a readable torch file ({type(exc).__name__})") from None
     if not isinstance(value, torch.Tensor):
@@ -39,8 +41,9 @@ def is_official_set(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / OFFICIAL_FILES[0]).is_file()
 
 
-def import_official_set(folder: str | Path, num_classes: int, channels: int, resolution: tuple[int, int]
-                        ) -> dict[str, torch.Tensor]:
+def import_official_set(
+    folder: str | Path, num_classes: int, channels: int, resolution: tuple[int, int]
+) -> dict[str, torch.Tensor]:
     """Read an official set from `folder` and check it against the dataset's shape.
 
     Returns images [N, C, H, W] float32, label_logits [N, K] (one-hot for MTT's class indices), lr [],
@@ -51,28 +54,40 @@ def import_official_set(folder: str | Path, num_classes: int, channels: int, res
     folder = Path(folder)
     images, labels, lr = (_load_tensor(folder / name) for name in OFFICIAL_FILES)
     if images.ndim != 4 or tuple(images.shape[1:]) != (channels, *resolution) or not images.is_floating_point():
-        raise DistillError(f"{folder / OFFICIAL_FILES[0]} holds {str(images.dtype).replace('torch.', '')} "
-                           f"{tuple(images.shape)}, expected float [N, {channels}, {resolution[0]}, {resolution[1]}]")
+        raise DistillError(
+            f"{folder / OFFICIAL_FILES[0]} holds {str(images.dtype).replace('torch.', '')} "
+            f"{tuple(images.shape)}, expected float [N, {channels}, {resolution[0]}, {resolution[1]}]"
+        )
     n = len(images)
     if labels.ndim == 1 and not labels.is_floating_point():
         if len(labels) != n or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise DistillError(f"{folder / OFFICIAL_FILES[1]}: {len(labels)} class indices in "
-                               f"[{int(labels.min())}, {int(labels.max())}], expected {n} in [0, {num_classes})")
+            raise DistillError(
+                f"{folder / OFFICIAL_FILES[1]}: {len(labels)} class indices in "
+                f"[{int(labels.min())}, {int(labels.max())}], expected {n} in [0, {num_classes})"
+            )
         logits = torch.nn.functional.one_hot(labels.long(), num_classes).float()
     elif labels.ndim == 2 and labels.is_floating_point():
         if tuple(labels.shape) != (n, num_classes):
-            raise DistillError(f"{folder / OFFICIAL_FILES[1]} holds label logits {tuple(labels.shape)}, expected "
-                               f"({n}, {num_classes}): another dataset's set?")
+            raise DistillError(
+                f"{folder / OFFICIAL_FILES[1]} holds label logits {tuple(labels.shape)}, expected "
+                f"({n}, {num_classes}): another dataset's set?"
+            )
         logits = labels.float()
     else:
-        raise DistillError(f"{folder / OFFICIAL_FILES[1]} holds {str(labels.dtype).replace('torch.', '')} "
-                           f"{tuple(labels.shape)}: expected label logits [N, K] or class indices [N]")
+        raise DistillError(
+            f"{folder / OFFICIAL_FILES[1]} holds {str(labels.dtype).replace('torch.', '')} "
+            f"{tuple(labels.shape)}: expected label logits [N, K] or class indices [N]"
+        )
     if lr.numel() != 1 or not float(lr.reshape(())) > 0:
         raise DistillError(f"{folder / OFFICIAL_FILES[2]} must hold one positive learning rate")
     if not (torch.isfinite(images).all() and torch.isfinite(logits).all()):
         raise DistillError(f"{folder} holds non-finite images or labels")
-    return {"images": images.float().contiguous(), "label_logits": logits.contiguous(),
-            "lr": lr.detach().float().reshape(()), "classes": logits.argmax(1)}
+    return {
+        "images": images.float().contiguous(),
+        "label_logits": logits.contiguous(),
+        "lr": lr.detach().float().reshape(()),
+        "classes": logits.argmax(1),
+    }
 
 
 def _fresh_folder(folder: str | Path, overwrite: bool) -> Path:
@@ -92,8 +107,13 @@ def export_official_set(synthetic: dict[str, torch.Tensor], folder: str | Path, 
     return folder
 
 
-def export_image_folder(synthetic: dict[str, torch.Tensor], preprocessor: Preprocessor, folder: str | Path,
-                        class_names: list[str] | tuple[str, ...] | None = None, overwrite: bool = False) -> Path:
+def export_image_folder(
+    synthetic: dict[str, torch.Tensor],
+    preprocessor: Preprocessor,
+    folder: str | Path,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the set's images as PNGs in class folders (`folder/<class>/<index>.png`, ImageFolder layout),
     mapped back to pixels with `preprocessor` (clamped to [0, 255])."""
     from PIL import Image
@@ -105,5 +125,7 @@ def export_image_folder(synthetic: dict[str, torch.Tensor], preprocessor: Prepro
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         (folder / safe).mkdir(exist_ok=True)
         array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array.astype(np.uint8)).save(folder / safe / f"{index:05d}.png")
+        Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array.astype(np.uint8)).save(
+            folder / safe / f"{index:05d}.png"
+        )
     return folder

@@ -1,4 +1,4 @@
-"""torchrun ranks (library-wide): joining the process group, the device and threads of each rank, coordination, teardown.
+"""torchrun ranks (library-wide): joining the process group, device and threads per rank, coordination, teardown.
 
 Data moves between ranks only through `gather_objects` (small Python results) and `barrier`, both on
 a gloo group with a long timeout: they coordinate work of uneven length (an expert more on one rank,
@@ -59,8 +59,9 @@ def init_distributed(device_setting: str = "auto") -> Rank:
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_world, 1)))
             dist.init_process_group("gloo", timeout=COORDINATION_TIMEOUT)
-    coordination = (dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
-                    if dist.get_backend() != "gloo" else None)
+    coordination = (
+        dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT) if dist.get_backend() != "gloo" else None
+    )
     return Rank(dist.get_rank(), dist.get_world_size(), local_rank, local_world, coordination)
 
 

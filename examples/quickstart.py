@@ -23,17 +23,37 @@ def main(iterations: int = 60, eval_epochs: int = 150, runs: int = 2) -> list[di
     #    from expert epoch t land near expert epoch t + 2, with t drawn from a window that grows
     #    from [0, 2) to [0, 5). "flat" skips the one-off compilation of the default engine.
     settings = distill.DistillSettings(
-        ipc=1, iterations=iterations, syn_steps=10, expert_epochs=2, min_start_epoch=0,
-        current_max_start_epoch=2, max_start_epoch=5, expansion_end_iteration=iterations // 2,
-        lr_img=100.0, lr_lr=1e-5, lr_y=2.0, eval_every=iterations // 3, eval_epochs=eval_epochs, engine="flat")
+        ipc=1,
+        iterations=iterations,
+        syn_steps=10,
+        expert_epochs=2,
+        min_start_epoch=0,
+        current_max_start_epoch=2,
+        max_start_epoch=5,
+        expansion_end_iteration=iterations // 2,
+        lr_img=100.0,
+        lr_lr=1e-5,
+        lr_y=2.0,
+        eval_every=iterations // 3,
+        eval_epochs=eval_epochs,
+        engine="flat",
+    )
     protocol = distill.Protocol(epochs=eval_epochs)
     result = distill.distill_set(data, experts, model, settings, seed=0, protocol=protocol)
-    print(f"picked by {result.selection} at iteration {result.best['iteration']}; "
-          f"{result.skipped} updates skipped")
+    print(f"picked by {result.selection} at iteration {result.best['iteration']}; {result.skipped} updates skipped")
 
     # 3. Evaluation: fresh networks trained on the 10 images, and on 10 random real ones.
-    records = distill.evaluate(data, result.selected, protocol=protocol, model=model, runs=runs, seed=0,
-                               baselines=("random",), label_modes=("soft",), method="datm")
+    records = distill.evaluate(
+        data,
+        result.selected,
+        protocol=protocol,
+        model=model,
+        runs=runs,
+        seed=0,
+        baselines=("random",),
+        label_modes=("soft",),
+        method="datm",
+    )
     for r in records:
         print(f"{r['set']:9s} ({r['labels']} labels): {100 * r['mean']:.1f} ± {100 * r['std']:.1f} % test accuracy")
     print(distill.results_table(records, "digits, IPC 1"))

@@ -55,8 +55,11 @@ def child(spec: dict) -> dict:
             w = w - lr * g
         torch.autograd.grad(matching_loss(w, start, target), [x, y])
 
-    run = bare_maths if spec["mode"] == "bare" else (
-        lambda: ENGINES[spec["engine"]](student, start, target, images, logits, None, lr, plan))
+    run = (
+        bare_maths
+        if spec["mode"] == "bare"
+        else (lambda: ENGINES[spec["engine"]](student, start, target, images, logits, None, lr, plan))
+    )
     run()  # warm-up
     times = []
     for _ in range(spec["repeats"]):
@@ -67,8 +70,13 @@ def child(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         check=True, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -85,37 +93,83 @@ def main(quick: bool) -> None:
         for width in widths:
             for ipc in (1, 10):
                 per_step = None
-                baseline = measure({"shape": shape, "width": width, "ipc": ipc, "steps": 1, "mode": "baseline",
-                                    "engine": "plain", "repeats": 1})["rss_kib"]
+                baseline = measure(
+                    {
+                        "shape": shape,
+                        "width": width,
+                        "ipc": ipc,
+                        "steps": 1,
+                        "mode": "baseline",
+                        "engine": "plain",
+                        "repeats": 1,
+                    }
+                )["rss_kib"]
                 for steps in steps_grid:
                     if per_step is not None and per_step * steps > BUDGET_SECONDS:
-                        skipped.append(f"{shape_name}, width {width}, IPC {ipc}, N={steps} (est. {per_step * steps:.0f} s/it)")
+                        skipped.append(
+                            f"{shape_name}, width {width}, IPC {ipc}, N={steps} (est. {per_step * steps:.0f} s/it)"
+                        )
                         continue
                     result = {}
                     for engine in ("plain", "flat"):
-                        m = measure({"shape": shape, "width": width, "ipc": ipc, "steps": steps, "mode": "engine",
-                                     "engine": engine, "repeats": 2})
+                        m = measure(
+                            {
+                                "shape": shape,
+                                "width": width,
+                                "ipc": ipc,
+                                "steps": steps,
+                                "mode": "engine",
+                                "engine": engine,
+                                "repeats": 2,
+                            }
+                        )
                         result[engine] = (m["seconds"], (m["rss_kib"] - baseline) / 1024)
                     per_step = max(result["flat"][0], result["plain"][0]) / steps
                     rows.append((shape_name, width, ipc, steps, result))
                     print(rows[-1], flush=True)
                 if width == 32 and ipc == 10:
-                    bare = measure({"shape": shape, "width": width, "ipc": ipc, "steps": 20, "mode": "bare",
-                                    "engine": "plain", "repeats": 2})["seconds"]
-                    eng = measure({"shape": shape, "width": width, "ipc": ipc, "steps": 20, "mode": "bare_engine",
-                                   "engine": "plain", "repeats": 2})["seconds"]
+                    bare = measure(
+                        {
+                            "shape": shape,
+                            "width": width,
+                            "ipc": ipc,
+                            "steps": 20,
+                            "mode": "bare",
+                            "engine": "plain",
+                            "repeats": 2,
+                        }
+                    )["seconds"]
+                    eng = measure(
+                        {
+                            "shape": shape,
+                            "width": width,
+                            "ipc": ipc,
+                            "steps": 20,
+                            "mode": "bare_engine",
+                            "engine": "plain",
+                            "repeats": 2,
+                        }
+                    )["seconds"]
                     ratios.append((shape_name, bare, eng))
-    lines = ["# Gradient engines: time per iteration and peak memory", "",
-             f"Command: `.venv/bin/python scripts/bench_engines.py{' --quick' if quick else ''}`  ",
-             f"Commit: {git_commit()}  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (no GPU)", "",
-             "`plain` keeps the whole unrolled graph; `flat` keeps N parameter vectors and recomputes one step at a "
-             "time on the way back (exact, same gradient). Full-batch unroll with DSA. Memory = peak RSS of the "
-             "process minus the same process without the unroll.", "",
-             "| input | width | IPC | N | plain s/it | flat s/it | flat/plain time | plain MiB | flat MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Gradient engines: time per iteration and peak memory",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_engines.py{' --quick' if quick else ''}`  ",
+        f"Commit: {git_commit()}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (no GPU)",
+        "",
+        "`plain` keeps the whole unrolled graph; `flat` keeps N parameter vectors and recomputes one step at a "
+        "time on the way back (exact, same gradient). Full-batch unroll with DSA. Memory = peak RSS of the "
+        "process minus the same process without the unroll.",
+        "",
+        "| input | width | IPC | N | plain s/it | flat s/it | flat/plain time | plain MiB | flat MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for shape_name, width, ipc, steps, r in rows:
-        lines.append(f"| {shape_name} | {width} | {ipc} | {steps} | {r['plain'][0]:.2f} | {r['flat'][0]:.2f} | "
-                     f"{r['flat'][0] / r['plain'][0]:.2f}x | {r['plain'][1]:.0f} | {r['flat'][1]:.0f} |")
+        lines.append(
+            f"| {shape_name} | {width} | {ipc} | {steps} | {r['plain'][0]:.2f} | {r['flat'][0]:.2f} | "
+            f"{r['flat'][0] / r['plain'][0]:.2f}x | {r['plain'][1]:.0f} | {r['flat'][1]:.0f} |"
+        )
     lines += ["", "Flat engine memory, largest N against N=10 (target <= 1.3x):", ""]
     groups: dict = {}
     for shape_name, width, ipc, steps, r in rows:
@@ -123,10 +177,15 @@ def main(quick: bool) -> None:
     for (shape_name, width, ipc), by_n in groups.items():
         top = max(by_n)
         if top > 10 and by_n.get(10):
-            lines.append(f"- {shape_name}, width {width}, IPC {ipc}: N={top} {by_n[top]:.0f} MiB vs N=10 "
-                         f"{by_n[10]:.0f} MiB = {by_n[top] / max(by_n[10], 1e-9):.2f}x")
-    lines += ["", "Engine `plain` (DSA off) against the same maths written inline, width 32, IPC 10, N=20 "
-              "(target <= 1.2x):", ""]
+            lines.append(
+                f"- {shape_name}, width {width}, IPC {ipc}: N={top} {by_n[top]:.0f} MiB vs N=10 "
+                f"{by_n[10]:.0f} MiB = {by_n[top] / max(by_n[10], 1e-9):.2f}x"
+            )
+    lines += [
+        "",
+        "Engine `plain` (DSA off) against the same maths written inline, width 32, IPC 10, N=20 (target <= 1.2x):",
+        "",
+    ]
     for shape_name, bare, eng in ratios:
         lines.append(f"- {shape_name}: bare {bare:.2f} s, engine {eng:.2f} s = {eng / bare:.2f}x")
     if skipped:

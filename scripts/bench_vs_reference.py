@@ -43,8 +43,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # (channels, size, IPC, N, width); the table of the speed issue
 CASES = {
-    "table": [(3, 32, 1, 20, 128), (3, 32, 1, 80, 128), (3, 32, 10, 20, 128), (3, 32, 10, 40, 128),
-              (3, 32, 10, 80, 128), (1, 28, 10, 20, 128)],
+    "table": [
+        (3, 32, 1, 20, 128),
+        (3, 32, 1, 80, 128),
+        (3, 32, 10, 20, 128),
+        (3, 32, 10, 40, 128),
+        (3, 32, 10, 80, 128),
+        (1, 28, 10, 20, 128),
+    ],
     "quick": [(3, 32, 1, 20, 128), (3, 32, 10, 20, 128), (1, 28, 10, 20, 32)],
     "tiny": [(1, 8, 1, 2, 4)],
 }
@@ -117,13 +123,24 @@ def reference_child(spec: dict) -> dict:
     images = torch.randn(n, channels, size, size, generator=generator).to(device).requires_grad_(True)
     labels = torch.randn(n, NUM_CLASSES, generator=generator).to(device).requires_grad_(True)
     syn_lr = torch.tensor(0.01, device=device).requires_grad_(True)
-    optimisers = [torch.optim.SGD([images], lr=100.0, momentum=0.5), torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5),
-                  torch.optim.SGD([labels], lr=2.0, momentum=0.9)]
+    optimisers = [
+        torch.optim.SGD([images], lr=100.0, momentum=0.5),
+        torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5),
+        torch.optim.SGD([labels], lr=2.0, momentum=0.9),
+    ]
     dsa_param = ParamDiffAug()
 
     def build():
-        return ConvNet(channel=channels, num_classes=NUM_CLASSES, net_width=width, net_depth=3, net_act="relu",
-                       net_norm="instancenorm", net_pooling="avgpooling", im_size=(size, size))
+        return ConvNet(
+            channel=channels,
+            num_classes=NUM_CLASSES,
+            net_width=width,
+            net_depth=3,
+            net_act="relu",
+            net_norm="instancenorm",
+            net_pooling="avgpooling",
+            im_size=(size, size),
+        )
 
     num_params = sum(p.numel() for p in build().parameters())
     start, target = _expert_vectors(num_params, generator, device)
@@ -146,7 +163,8 @@ def reference_child(spec: dict) -> dict:
             (g,) = torch.autograd.grad(loss, params[-1], create_graph=True)
             params.append(params[-1] - syn_lr * g)
         matching = (F.mse_loss(params[-1], target, reduction="sum") / num_params) / (
-            F.mse_loss(start, target, reduction="sum") / num_params)
+            F.mse_loss(start, target, reduction="sum") / num_params
+        )
         for opt in optimisers:
             opt.zero_grad()
         matching.backward()
@@ -184,17 +202,38 @@ def project_child(spec: dict) -> dict:
     device = spec["device"]
     generator = torch.Generator().manual_seed(0)
     n = NUM_CLASSES * ipc
-    student = FlatModel(build_model("convnet", channels, NUM_CLASSES, size, seed=0, device=device, width=width,
-                                    depth=3))
+    student = FlatModel(
+        build_model("convnet", channels, NUM_CLASSES, size, seed=0, device=device, width=width, depth=3)
+    )
     images = torch.randn(n, channels, size, size, generator=generator).to(device)
     labels = torch.randn(n, NUM_CLASSES, generator=generator).to(device)
     start, target = _expert_vectors(student.num_params, generator, device)
     # window [0, 1) with M = 1: every iteration matches the fixed start -> target pair
-    settings = DistillSettings(syn_steps=steps, expert_epochs=1, min_start_epoch=0, current_max_start_epoch=1,
-                               max_start_epoch=1, expansion_end_iteration=1, lr_img=100.0, lr_lr=1e-5, lr_y=2.0,
-                               threshold=1e9, engine=spec["engine"], dsa_strategy=STRATEGY)
-    distiller = Distiller(settings, _RandomExperts(start, target, 1), student, images, labels, 0.01,
-                          synthetic_classes(NUM_CLASSES, ipc, device), NUM_CLASSES, seed=0)
+    settings = DistillSettings(
+        syn_steps=steps,
+        expert_epochs=1,
+        min_start_epoch=0,
+        current_max_start_epoch=1,
+        max_start_epoch=1,
+        expansion_end_iteration=1,
+        lr_img=100.0,
+        lr_lr=1e-5,
+        lr_y=2.0,
+        threshold=1e9,
+        engine=spec["engine"],
+        dsa_strategy=STRATEGY,
+    )
+    distiller = Distiller(
+        settings,
+        _RandomExperts(start, target, 1),
+        student,
+        images,
+        labels,
+        0.01,
+        synthetic_classes(NUM_CLASSES, ipc, device),
+        NUM_CLASSES,
+        seed=0,
+    )
     return _timed(distiller.step, spec["iterations"], device)
 
 
@@ -202,12 +241,15 @@ def project_child(spec: dict) -> dict:
 def measure(spec: dict) -> dict:
     """Run one child in a fresh process; returns its JSON result or {'error': one line}."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode < 0:
         return {"error": f"killed by signal {-proc.returncode}" + (" (out of memory)" if proc.returncode == -9 else "")}
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if "Error" in line] or proc.stderr.strip().splitlines()
+        lines = [
+            line for line in proc.stderr.strip().splitlines() if "Error" in line
+        ] or proc.stderr.strip().splitlines()
         return {"error": (lines[-1].strip() if lines else f"exit status {proc.returncode}")[:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -233,18 +275,25 @@ def seconds_cell(t: float) -> str:
 def report(results: list[dict], args, commit: str, torch_version: str, seconds: float) -> str:
     """The markdown of results/speed_vs_reference.md from the measured rows."""
     engines = args.engines
-    lines = ["# Speed against the official DATM code", "",
-             f"Command: `.venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH --cases {args.cases} "
-             f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
-             f"--device {args.device}`  ",
-             "Reference: NUS-HPC-AI-Lab/DATM, checkout at PATH (measured against commit 97ae510), its iteration body  ",
-             f"Project commit: {commit}  ", f"torch {torch_version}, {args.threads} threads, device {args.device}  ",
-             f"Machine: {machine_line(args.device)}  ", f"Wall time of this benchmark: {seconds / 60:.1f} min", "",
-             f"Median seconds per iteration over {args.iterations} iterations after one warm-up (the warm-up of "
-             "`compiled` includes building its programs: `first` column); peak memory of the process "
-             f"({'allocated CUDA memory' if args.device.startswith('cuda') else 'RSS'}). Speed-up = reference time / "
-             "project time. Each cell is its own fresh process; reference and project ran alternately. "
-             "ConvNet depth 3, instance norm, 10 classes, every synthetic image in every step, DSA on.", ""]
+    lines = [
+        "# Speed against the official DATM code",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH --cases {args.cases} "
+        f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
+        f"--device {args.device}`  ",
+        "Reference: NUS-HPC-AI-Lab/DATM, checkout at PATH (measured against commit 97ae510), its iteration body  ",
+        f"Project commit: {commit}  ",
+        f"torch {torch_version}, {args.threads} threads, device {args.device}  ",
+        f"Machine: {machine_line(args.device)}  ",
+        f"Wall time of this benchmark: {seconds / 60:.1f} min",
+        "",
+        f"Median seconds per iteration over {args.iterations} iterations after one warm-up (the warm-up of "
+        "`compiled` includes building its programs: `first` column); peak memory of the process "
+        f"({'allocated CUDA memory' if args.device.startswith('cuda') else 'RSS'}). Speed-up = reference time / "
+        "project time. Each cell is its own fresh process; reference and project ran alternately. "
+        "ConvNet depth 3, instance norm, 10 classes, every synthetic image in every step, DSA on.",
+        "",
+    ]
     header = "| case | reference s/it | reference MiB |"
     rule = "|---|---|---|"
     for engine in engines:
@@ -274,11 +323,15 @@ def report(results: list[dict], args, commit: str, torch_version: str, seconds: 
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if any("extrapolated" in row for row in results):
-        notes.append("Where the reference failed (e.g. out of memory), its time is extrapolated linearly in N from "
-                     "the same shape's two smaller N.")
+        notes.append(
+            "Where the reference failed (e.g. out of memory), its time is extrapolated linearly in N from "
+            "the same shape's two smaller N."
+        )
     if stand_in:
-        notes.append("torchvision is not installed here: the reference's module-level `from torchvision import ...` "
-                     "got an empty stand-in module (torchvision is never used in the timed loop).")
+        notes.append(
+            "torchvision is not installed here: the reference's module-level `from torchvision import ...` "
+            "got an empty stand-in module (torchvision is never used in the timed loop)."
+        )
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -290,8 +343,11 @@ def extrapolate(results: list[dict]) -> None:
         if "error" not in row["reference"]:
             continue
         channels, size, ipc, steps, width = row["case"]
-        known = sorted((r["case"][3], r["reference"]["median"]) for r in results
-                       if "median" in r["reference"] and r["case"][:3] == (channels, size, ipc) and r["case"][4] == width)
+        known = sorted(
+            (r["case"][3], r["reference"]["median"])
+            for r in results
+            if "median" in r["reference"] and r["case"][:3] == (channels, size, ipc) and r["case"][4] == width
+        )
         if len(known) >= 2:
             (n1, t1), (n2, t2) = known[-2:]
             row["extrapolated"] = t1 + (t2 - t1) * (steps - n1) / (n2 - n1)
@@ -299,8 +355,12 @@ def extrapolate(results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference-dir", required=True, type=Path,
-                        help="a checkout of github.com/NUS-HPC-AI-Lab/DATM (commit 97ae510)")
+    parser.add_argument(
+        "--reference-dir",
+        required=True,
+        type=Path,
+        help="a checkout of github.com/NUS-HPC-AI-Lab/DATM (commit 97ae510)",
+    )
     parser.add_argument("--cases", choices=sorted(CASES), default="table")
     parser.add_argument("--engines", default="compiled", help="comma-separated project engines to time")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations after the warm-up (>= 3)")
@@ -311,8 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     args.engines = [e for e in args.engines.split(",") if e]
     for needed in ("networks.py", "reparam_module.py", "utils/utils_baseline.py"):
         if not (args.reference_dir / needed).is_file():
-            print(f"error: {args.reference_dir / needed} not found: --reference-dir must be a checkout of "
-                  "github.com/NUS-HPC-AI-Lab/DATM", file=sys.stderr)
+            print(
+                f"error: {args.reference_dir / needed} not found: --reference-dir must be a checkout of "
+                "github.com/NUS-HPC-AI-Lab/DATM",
+                file=sys.stderr,
+            )
             return 2
     sys.path.insert(0, str(ROOT))
     import torch
@@ -324,8 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in CASES[args.cases]:
         base = {"case": list(case), "threads": args.threads, "iterations": args.iterations, "device": args.device}
-        row = {"case": tuple(case), "reference": measure({**base, "role": "reference",
-                                                          "reference_dir": str(args.reference_dir.resolve())})}
+        row = {
+            "case": tuple(case),
+            "reference": measure({**base, "role": "reference", "reference_dir": str(args.reference_dir.resolve())}),
+        }
         for engine in args.engines:
             row[engine] = measure({**base, "role": "project", "engine": engine})
         results.append(row)

@@ -17,28 +17,39 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from sync_readme import sync_readme  # noqa: E402
+
 from distill.evaluate.records import git_commit  # noqa: E402
 from distill.io.atomic import atomic_write_bytes  # noqa: E402
-from sync_readme import sync_readme  # noqa: E402
 
 BUDGET_SECONDS = 10 * 60
 
 
 def demo_report(setup_seconds: float, pipeline_timings: dict[str, float], overrides: list[str]) -> str:
     """Markdown: command, commit, machine, a stage/seconds table (install first) and the budget verdict."""
-    stages = {"install (scripts/setup.sh)": setup_seconds, **{k: v for k, v in pipeline_timings.items() if k != "total"}}
+    stages = {
+        "install (scripts/setup.sh)": setup_seconds,
+        **{k: v for k, v in pipeline_timings.items() if k != "total"},
+    }
     total = setup_seconds + pipeline_timings["total"]
-    lines = ["# Digits demo: the README's first command, timed", "",
-             f"Command: `bash scripts/demo.sh {' '.join(overrides)}`".rstrip() + "  ",
-             f"Commit: {git_commit()}  ",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, "
-             f"Python {platform.python_version()}  ",
-             "Accuracies: `results/digits.md`. Install time is what `scripts/setup.sh` took in this run "
-             "(a fresh machine installs everything; a later run only checks).", "",
-             "| stage | wall time (s) |", "|---|---|", *[f"| {k} | {v:.0f} |" for k, v in stages.items()],
-             f"| total | {total:.0f} |", "",
-             f"Total {total / 60:.1f} min: {'within' if total <= BUDGET_SECONDS else '**over**'} the "
-             f"{BUDGET_SECONDS // 60}-minute budget."]
+    lines = [
+        "# Digits demo: the README's first command, timed",
+        "",
+        f"Command: `bash scripts/demo.sh {' '.join(overrides)}`".rstrip() + "  ",
+        f"Commit: {git_commit()}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, "
+        f"Python {platform.python_version()}  ",
+        "Accuracies: `results/digits.md`. Install time is what `scripts/setup.sh` took in this run "
+        "(a fresh machine installs everything; a later run only checks).",
+        "",
+        "| stage | wall time (s) |",
+        "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in stages.items()],
+        f"| total | {total:.0f} |",
+        "",
+        f"Total {total / 60:.1f} min: {'within' if total <= BUDGET_SECONDS else '**over**'} the "
+        f"{BUDGET_SECONDS // 60}-minute budget.",
+    ]
     return "\n".join(lines) + "\n"
 
 

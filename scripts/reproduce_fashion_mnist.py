@@ -12,6 +12,7 @@ results/fashion_mnist_benchmark.md (stage timings, command, commit, machine) and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -20,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import dataclasses
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+from sync_readme import sync_readme  # noqa: E402
 
 from distill.cli import load_config  # noqa: E402
 from distill.evaluate.records import git_commit  # noqa: E402
@@ -32,7 +33,6 @@ from distill.io.atomic import atomic_write_bytes  # noqa: E402
 from distill.jobs.buffers import run_buffers  # noqa: E402
 from distill.jobs.distill import run_distill  # noqa: E402
 from distill.jobs.evaluate import run_evaluate  # noqa: E402
-from sync_readme import sync_readme  # noqa: E402
 
 # One row per distillation run: IPC, method, start-epoch window and iterations. The buffer has
 # 7 epochs (checkpoints 0..7), M = 2, so start epochs are < 6. A window is (T-, T, T+): t is drawn
@@ -49,10 +49,16 @@ BUDGET_SECONDS = 90 * 60
 def run_overrides(ipc: int, method: str, window: tuple[int, int, int, int]) -> list[str]:
     """Hydra overrides for one distillation run of the benchmark (on top of experiment=fashion_mnist_cpu)."""
     low, first_high, high, expansion_end = window
-    overrides = [f"distill.ipc={ipc}", f"distill.iterations={ITERATIONS[ipc]}", f"distill.method={method}",
-                 f"distill.min_start_epoch={low}", f"distill.current_max_start_epoch={first_high}",
-                 f"distill.max_start_epoch={high}", f"distill.expansion_end_iteration={expansion_end}",
-                 f"distill.sequential_generation={str(first_high < high).lower()}"]
+    overrides = [
+        f"distill.ipc={ipc}",
+        f"distill.iterations={ITERATIONS[ipc]}",
+        f"distill.method={method}",
+        f"distill.min_start_epoch={low}",
+        f"distill.current_max_start_epoch={first_high}",
+        f"distill.max_start_epoch={high}",
+        f"distill.expansion_end_iteration={expansion_end}",
+        f"distill.sequential_generation={str(first_high < high).lower()}",
+    ]
     if ipc == 50:
         overrides.append("distill.batch_syn=100")
     if method == "mtt":
@@ -63,7 +69,9 @@ def run_overrides(ipc: int, method: str, window: tuple[int, int, int, int]) -> l
 # name -> (IPC, method, window): the main runs, then the ablation
 SPECS = {f"datm_ipc{ipc}": (ipc, "datm", w) for ipc, w in DATM_WINDOW.items()}
 SPECS |= {f"mtt_ipc{ipc}": (ipc, "mtt", (0, w[2], w[2], 1)) for ipc, w in DATM_WINDOW.items()}
-SPECS |= {f"{method.split('-')[0]}_ipc{ipc}": (ipc, method, w) for ipc in (1, 50) for method, w in ABLATION_WINDOW.items()}
+SPECS |= {
+    f"{method.split('-')[0]}_ipc{ipc}": (ipc, method, w) for ipc in (1, 50) for method, w in ABLATION_WINDOW.items()
+}
 RUNS = {name: run_overrides(*spec) for name, spec in SPECS.items()}
 
 
@@ -97,8 +105,9 @@ def main(extra: list[str], only: set[str] | None = None) -> None:
     folder = run_buffers(buffer_cfg)
     # Experts trained by an earlier (interrupted) invocation are only verified here: count their
     # recorded training time, so the total is what the whole script costs from scratch.
-    timings[f"buffers ({buffer_cfg.buffers.num_experts} experts x {buffer_cfg.buffers.epochs} epochs)"] = \
-        max(time.perf_counter() - t0, expert_train_seconds(folder) or 0.0)
+    timings[f"buffers ({buffer_cfg.buffers.num_experts} experts x {buffer_cfg.buffers.epochs} epochs)"] = max(
+        time.perf_counter() - t0, expert_train_seconds(folder) or 0.0
+    )
 
     first = True
     for name, overrides in RUNS.items():
@@ -120,8 +129,9 @@ def main(extra: list[str], only: set[str] | None = None) -> None:
         run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         timings[f"evaluate {name}" + (f" (+ {', '.join(baselines)})" if baselines else "")] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
-    write_report(timings, [*(["--only", ",".join(sorted(only))] if only else []), *extra],
-                 time.perf_counter() - started)
+    write_report(
+        timings, [*(["--only", ",".join(sorted(only))] if only else []), *extra], time.perf_counter() - started
+    )
 
 
 def expert_train_seconds(folder: Path) -> float | None:
@@ -174,11 +184,15 @@ def checks(records: list[dict]) -> list[str]:
         if datm is None or random_ is None:
             continue
         gap = gap_closed(datm, random_, full) if full is not None else None
-        ablation = " / ".join(f"{100 * cells[key]:.1f}" if key in cells else "–"
-                              for key in (("distilled", m, ipc, "soft") for m in ABLATION_WINDOW))
-        rows.append(f"| {ipc} | {100 * datm:.1f} | {100 * random_:.1f} | {100 * (datm - random_):+.1f} | "
-                    f"{'yes' if datm > random_ else '**no**'} | {'–' if gap is None else f'{100 * gap:.0f} %'} | "
-                    f"{'–' if mtt is None else f'{100 * mtt:.1f}'} | {ablation} |")
+        ablation = " / ".join(
+            f"{100 * cells[key]:.1f}" if key in cells else "–"
+            for key in (("distilled", m, ipc, "soft") for m in ABLATION_WINDOW)
+        )
+        rows.append(
+            f"| {ipc} | {100 * datm:.1f} | {100 * random_:.1f} | {100 * (datm - random_):+.1f} | "
+            f"{'yes' if datm > random_ else '**no**'} | {'–' if gap is None else f'{100 * gap:.0f} %'} | "
+            f"{'–' if mtt is None else f'{100 * mtt:.1f}'} | {ablation} |"
+        )
     return rows
 
 
@@ -188,28 +202,47 @@ def write_report(timings: dict[str, float], args: list[str], invocation_seconds:
     from distill.evaluate.records import read_records
 
     records = read_records(ROOT / "results" / "records", "fashion_mnist")
-    lines = ["# Fashion-MNIST CPU benchmark", "",
-             f"Command: `.venv/bin/python scripts/reproduce_fashion_mnist.py {' '.join(args)}`".rstrip() + "  ",
-             f"Commit: {git_commit()}  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{platform.platform()}, Python {platform.python_version()}  ",
-             "The full accuracy table is `results/fashion_mnist.md`; the settings are "
-             "`configs/experiment/fashion_mnist_cpu.yaml` plus the runs below.", "",
-             "## Runs (start epoch t drawn from the window; buffer epochs 0..7, M = 2)", "",
-             "| run | IPC | labels | window of t | iterations |", "|---|---|---|---|---|"]
+    lines = [
+        "# Fashion-MNIST CPU benchmark",
+        "",
+        f"Command: `.venv/bin/python scripts/reproduce_fashion_mnist.py {' '.join(args)}`".rstrip() + "  ",
+        f"Commit: {git_commit()}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.platform()}, Python {platform.python_version()}  ",
+        "The full accuracy table is `results/fashion_mnist.md`; the settings are "
+        "`configs/experiment/fashion_mnist_cpu.yaml` plus the runs below.",
+        "",
+        "## Runs (start epoch t drawn from the window; buffer epochs 0..7, M = 2)",
+        "",
+        "| run | IPC | labels | window of t | iterations |",
+        "|---|---|---|---|---|",
+    ]
     for name, (ipc, method, window) in SPECS.items():
         labels = "hard (MTT)" if method == "mtt" else "soft (learned)"
         lines.append(f"| {name} | {ipc} | {labels} | {window_text(window)} | {ITERATIONS[ipc]} |")
-    lines += ["", "## DATM against the random subset, MTT and the window ablation (test accuracy %)", "",
-              "| IPC | DATM (soft labels) | random subset | difference | distilled > random | gap closed | "
-              "MTT (hard labels) | early-only / late-only window |", "|---|---|---|---|---|---|---|---|",
-              *checks(records), "", "## Stage timings", "", "| stage | wall time (s) |", "|---|---|"]
+    lines += [
+        "",
+        "## DATM against the random subset, MTT and the window ablation (test accuracy %)",
+        "",
+        "| IPC | DATM (soft labels) | random subset | difference | distilled > random | gap closed | "
+        "MTT (hard labels) | early-only / late-only window |",
+        "|---|---|---|---|---|---|---|---|",
+        *checks(records),
+        "",
+        "## Stage timings",
+        "",
+        "| stage | wall time (s) |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     if "total" in timings:
         verdict = "within" if timings["total"] <= BUDGET_SECONDS else "**over**"
         lines += ["", f"Total {timings['total'] / 60:.1f} min: {verdict} the {BUDGET_SECONDS // 60}-minute budget."]
     if invocation_seconds is not None:
-        lines += [f"This invocation's wall time: {invocation_seconds / 60:.1f} min (less than the total when it "
-                  "resumed earlier work, e.g. experts trained before)."]
+        lines += [
+            f"This invocation's wall time: {invocation_seconds / 60:.1f} min (less than the total when it "
+            "resumed earlier work, e.g. experts trained before)."
+        ]
     atomic_write_bytes(ROOT / "results" / "fashion_mnist_benchmark.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     sync_readme(ROOT)

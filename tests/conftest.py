@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from distill.cli import compose_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -37,7 +38,11 @@ TINY = [
 
 def make_config(tmp_path: Path, *overrides: str):
     """The project's config with TINY sizes, outputs under tmp_path, then `overrides` applied."""
-    paths = [f"paths.buffers={tmp_path}/buffers", f"paths.distill={tmp_path}/distill", f"paths.results={tmp_path}/results"]
+    paths = [
+        f"paths.buffers={tmp_path}/buffers",
+        f"paths.distill={tmp_path}/distill",
+        f"paths.results={tmp_path}/results",
+    ]
     return compose_config([*TINY, *paths, *overrides])
 
 

@@ -12,7 +12,7 @@ import bench_vs_reference as bench  # noqa: E402
 
 # A minimal checkout with the official code's layout and call signatures (not its code): what the benchmark imports.
 FAKE_FILES = {
-    "networks.py": '''
+    "networks.py": """
 import torch.nn as nn
 
 class ConvNet(nn.Module):
@@ -24,8 +24,8 @@ class ConvNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.norm(self.conv(x)).relu().flatten(1))
-''',
-    "reparam_module.py": '''
+""",
+    "reparam_module.py": """
 import torch
 import torch.nn as nn
 from torch.func import functional_call
@@ -41,8 +41,8 @@ class ReparamModule(nn.Module):
         pieces = torch.split(flat_param, [s.numel() for s in self.shapes])
         params = {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
         return functional_call(self.module, params, (x,))
-''',
-    "utils/utils_baseline.py": '''
+""",
+    "utils/utils_baseline.py": """
 from torchvision import datasets, transforms  # module level, as in the official utils
 
 class ParamDiffAug:
@@ -50,7 +50,7 @@ class ParamDiffAug:
 
 def DiffAugment(x, strategy="", seed=-1, param=None):
     return x.flip(3)
-''',
+""",
 }
 
 
@@ -61,11 +61,26 @@ def _fake_reference(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_benchmark_times_both_sides_and_writes_the_report(tmp_path):
     reference = _fake_reference(tmp_path / "DATM")
     out = tmp_path / "speed.md"
-    code = bench.main(["--reference-dir", str(reference), "--cases", "tiny", "--engines", "flat,plain",
-                       "--iterations", "3", "--threads", "1", "--out", str(out)])
+    code = bench.main(
+        [
+            "--reference-dir",
+            str(reference),
+            "--cases",
+            "tiny",
+            "--engines",
+            "flat,plain",
+            "--iterations",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 1x8x8, IPC 1, N=2, width 4 |"))
@@ -86,10 +101,24 @@ def test_a_missing_reference_checkout_is_one_line(tmp_path, capsys):
 
 
 def test_failed_reference_rows_are_extrapolated_linearly_in_steps():
-    rows = [{"case": (3, 32, 10, 20, 128), "reference": {"median": 29.0}},
-            {"case": (3, 32, 10, 40, 128), "reference": {"median": 52.0}},
-            {"case": (3, 32, 10, 80, 128), "reference": {"error": "out of memory"}},
-            {"case": (3, 32, 1, 80, 128), "reference": {"error": "out of memory"}}]
+    rows = [
+        {"case": (3, 32, 10, 20, 128), "reference": {"median": 29.0}},
+        {"case": (3, 32, 10, 40, 128), "reference": {"median": 52.0}},
+        {"case": (3, 32, 10, 80, 128), "reference": {"error": "out of memory"}},
+        {"case": (3, 32, 1, 80, 128), "reference": {"error": "out of memory"}},
+    ]
     bench.extrapolate(rows)
     assert rows[2]["extrapolated"] == 29.0 + 23.0 * 3
     assert "extrapolated" not in rows[3]  # no two measured rows of that shape
+
+
+def test_gpu_check_dry_run_runs_every_stage_on_the_cpu(tmp_path):
+    import gpu_check
+
+    out = tmp_path / "gpu.md"
+    reference = _fake_reference(tmp_path / "DATM")
+    assert gpu_check.main(["--dry-run", "--out", str(out), "--reference-dir", str(reference)]) == 0
+    text = out.read_text()
+    for stage in ("| experts |", "| distill |", "| evaluate |", "| engine benchmark |"):
+        assert stage in text
+    assert "| distilled | soft |" in text and "| random | hard |" in text and "Numerics:" in text

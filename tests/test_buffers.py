@@ -34,7 +34,10 @@ def test_reader_returns_the_models_parameters_at_each_epoch(tiny_buffer):
     reader = BufferReader(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["epochs"] == 4 and len(manifest["experts"]) == 2
-    assert len(manifest["experts"][0]["train_loss"]) == 4 and manifest["model"]["num_params"] == reader.signature.num_params
+    assert (
+        len(manifest["experts"][0]["train_loss"]) == 4
+        and manifest["model"]["num_params"] == reader.signature.num_params
+    )
     with torch.no_grad():
         from safetensors.torch import load_file
 
@@ -102,14 +105,23 @@ def test_two_gloo_processes_write_byte_identical_experts(tmp_path):
     from tests.conftest import TINY
 
     job = ["-m", "distill.jobs.buffers", *TINY, "device=cpu"]
-    single = subprocess.run([sys.executable, *job, f"paths.buffers={tmp_path}/a"], env=env, capture_output=True,
-                            text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, *job, f"paths.buffers={tmp_path}/a"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     reference = tmp_path / "a"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *job,
-           f"paths.buffers={tmp_path}/b"]
-    result = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": str(os.cpu_count())}, capture_output=True, text=True,
-                            timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        *job,
+        f"paths.buffers={tmp_path}/b",
+    ]
+    result = subprocess.run(
+        cmd, env={**env, "OMP_NUM_THREADS": str(os.cpu_count())}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for k in range(2):
         assert expert_path(tmp_path / "b", k).read_bytes() == expert_path(reference, k).read_bytes()
@@ -186,23 +198,30 @@ def test_import_refuses_an_expert_whose_class_order_differs(tmp_path):
     source = tmp_path / "permuted"
     source.mkdir()
     torch.save([[start, permuted]], source / "replay_buffer_0.pt")
-    with pytest.raises(DistillError, match=r"replay_buffer_0.pt expert 0: its last checkpoint classifies 0.0% of 90 "
-                                           r"test images correctly \(chance 33.3%, needed 50%\)"):
+    with pytest.raises(
+        DistillError,
+        match=r"replay_buffer_0.pt expert 0: its last checkpoint classifies 0.0% of 90 "
+        r"test images correctly \(chance 33.3%, needed 50%\)",
+    ):
         import_reference_buffers(source, tmp_path / "refused", signature, {}, check)
     assert not (tmp_path / "refused").exists()
 
 
 class _Evil:
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
     def __reduce__(self):
-        return (os.system, ("echo PWNED > /tmp/distill_pwned",))
+        return (os.system, (f"echo PWNED > {self.sentinel}",))
 
 
 def test_reference_file_asking_for_globals_is_refused(tmp_path):
     flat, signature = _signature()
-    torch.save([_Evil()], tmp_path / "replay_buffer_0.pt")
+    sentinel = tmp_path / "pwned"
+    torch.save([_Evil(sentinel)], tmp_path / "replay_buffer_0.pt")
     with pytest.raises(DistillError, match="refusing to load"):
         import_reference_buffers(tmp_path, tmp_path / "out", signature, {})
-    assert not os.path.exists("/tmp/distill_pwned")
+    assert not sentinel.exists()
     torch.save([[[torch.randn(2, 2)]]], tmp_path / "replay_buffer_0.pt")
     with pytest.raises(DistillError, match="holds 1 tensors, model 'mlp' has 6"):
         import_reference_buffers(tmp_path, tmp_path / "out", signature, {})
@@ -227,3 +246,51 @@ def test_gsam_reduces_to_plain_gradient_and_to_sam():
     gsam, _ = gsam_gradients([w], loss_fn, rho=0.05, alpha=0.3, adaptive=False)
     orthogonal = plain - (plain @ expected) / expected.norm() ** 2 * expected
     assert torch.allclose(gsam[0], expected - 0.3 * orthogonal, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,gsam", [("convnet", False), ("convnet", True), ("convnet_bn", False)])
+def test_experts_trained_at_once_equal_experts_trained_one_by_one(name, gsam):
+    from distill.buffers.recipe import GsamSettings, train_experts_stacked
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64), torch.arange(40) % 4
+    recipe = ExpertRecipe(epochs=2, batch_size=16, momentum=0.5, weight_decay=1e-3, gsam=GsamSettings(enabled=gsam))
+
+    def fresh(seed):
+        return build_model(name, 1, 4, 8, seed=seed, width=4, depth=1, dtype=torch.float64)
+
+    seeds = [11, 12, 13]
+    one_by_one = [train_expert(fresh(s), recipe, x, y, x[:10], y[:10], torch.Generator().manual_seed(s)) for s in seeds]
+    at_once = train_experts_stacked(
+        [fresh(s) for s in seeds], recipe, x, y, x[:10], y[:10], [torch.Generator().manual_seed(s) for s in seeds]
+    )
+    for a, b in zip(one_by_one, at_once):
+        assert list(a.params) == list(b.params)
+        for name_ in a.params:
+            assert torch.allclose(a.params[name_], b.params[name_], rtol=1e-9, atol=1e-12), name_
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-9) and a.test_accuracy == b.test_accuracy
+    assert not torch.equal(at_once[0].params["classifier.weight"], at_once[1].params["classifier.weight"])
+
+
+def test_each_expert_file_is_hashed_once_until_it_changes(tiny_buffer, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import distill.io.tensors as tensors
+
+    _, reference = tiny_buffer
+    folder = tmp_path / "copy"
+    shutil.copytree(reference, folder)
+    (folder / tensors.VERIFIED_CACHE).unlink(missing_ok=True)
+    hashed = []
+    real = tensors.sha256_file
+    monkeypatch.setattr(tensors, "sha256_file", lambda path, *a: hashed.append(Path(path).name) or real(path, *a))
+    BufferReader(folder).params(0, 1)
+    BufferReader(folder).params(0, 2)  # another job: served from .verified.json
+    assert hashed == ["expert_0000.safetensors"]
+    path = expert_path(folder, 0)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, new content and mtime
+    path.write_bytes(bytes(data))
+    with pytest.raises(DistillError, match="fails its sha256 check"):
+        BufferReader(folder).params(0, 1)

@@ -18,28 +18,39 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert readme.startswith("```bash") and commands == ["bash scripts/demo.sh", "bash scripts/test.sh"]
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set", "cd"))]
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set", "cd"))
+    ]
     assert ci == ["bash scripts/test.sh"]
 
 
-@pytest.mark.parametrize("override,key", [
-    ("distill.ipc=0", "distill.ipc must be >= 1"),
-    ("distill.ipc=abc", "distill.ipc must be an integer"),
-    ("distill.syn_steps=2.5", "distill.syn_steps must be an integer"),
-    ("distill.lr_img=-1", "distill.lr_img must be a number > 0"),
-    ("distill.current_max_start_epoch=9", "distill.current_max_start_epoch must lie in"),
-    ("distill.pix_init=zeros", "distill.pix_init must be one of"),
-    ("dtype=float16", "dtype must be one of"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("distill.ipc=0", "distill.ipc must be >= 1"),
+        ("distill.ipc=abc", "distill.ipc must be an integer"),
+        ("distill.syn_steps=2.5", "distill.syn_steps must be an integer"),
+        ("distill.lr_img=-1", "distill.lr_img must be a number > 0"),
+        ("distill.current_max_start_epoch=9", "distill.current_max_start_epoch must lie in"),
+        ("distill.pix_init=zeros", "distill.pix_init must be one of"),
+        ("dtype=float16", "dtype must be one of"),
+    ],
+)
 def test_invalid_config_is_rejected_naming_the_key(tmp_path, override, key):
     with pytest.raises(DistillError, match=re.escape(key)):
         run_distill(make_config(tmp_path, override))
 
 
 def test_cli_error_is_one_line_and_exit_code_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "distill.jobs.distill", *TINY, "distill.ipc=0",
-                             f"paths.distill={tmp_path}/d"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.distill", *TINY, "distill.ipc=0", f"paths.distill={tmp_path}/d"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: config: distill.ipc must be >= 1 (got 0)"]
     assert not (tmp_path / "d").exists()
@@ -54,22 +65,45 @@ def test_unknown_config_keys_are_rejected(tmp_path):
 def test_the_main_job_writes_only_ignored_paths_and_says_where(tmp_path):
     # run in an empty folder: every file the pipeline writes under its default paths must be one the
     # repository ignores, so a user's clone stays clean
-    result = subprocess.run([sys.executable, "-m", "distill.jobs.pipeline", "experiment=digits_demo", *TINY,
-                             "pipeline.ipcs=[1]", "eval.runs=1", "protocol.epochs=5"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.jobs.pipeline",
+            "experiment=digits_demo",
+            *TINY,
+            "pipeline.ipcs=[1]",
+            "eval.runs=1",
+            "protocol.epochs=5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| IPC |" in result.stdout and "grids: runs/results/digits_*_grid.png" in result.stdout
     written = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()]
     assert any(w.startswith("runs/results/") for w in written) and any(w.startswith("buffers/") for w in written)
-    check = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--verbose", "--non-matching",
-                            *written], capture_output=True, text=True)
+    check = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", "--verbose", "--non-matching", *written],
+        capture_output=True,
+        text=True,
+    )
     not_ignored = [line.split("\t")[-1] for line in check.stdout.splitlines() if line.startswith("::")]
     assert not_ignored == []
 
 
 def test_a_misspelt_preset_stops_at_once_listing_the_valid_ones(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "distill.jobs.distill", "experiment=nope"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.distill", "experiment=nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no experiment 'nope': choose one of ")
@@ -78,8 +112,14 @@ def test_a_misspelt_preset_stops_at_once_listing_the_valid_ones(tmp_path):
 
 
 def test_an_unknown_override_key_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "distill.jobs.distill", "distill.lr_imgg=3"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.distill", "distill.lr_imgg=3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "distill.lr_imgg" in lines[0] and lines[0].startswith("error: config:")

@@ -37,10 +37,12 @@ def _idx_bytes(array: np.ndarray) -> bytes:
 
 def _write_mnist(root, n_train=20, n_test=10, gz=True):
     rng = np.random.default_rng(0)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
     root.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
         data = _idx_bytes(array)
@@ -106,8 +108,11 @@ def _cifar_python(root, per_file=8):
 
 def test_cifar_python_pickles_load_with_checksums(tmp_path):
     folder, parts = _cifar_python(tmp_path)
-    spec = {**CIFAR10, "train": {k: md5_file(folder / k) for k in CIFAR10["train"]},
-            "test": {k: md5_file(folder / k) for k in CIFAR10["test"]}}
+    spec = {
+        **CIFAR10,
+        "train": {k: md5_file(folder / k) for k in CIFAR10["train"]},
+        "test": {k: md5_file(folder / k) for k in CIFAR10["test"]},
+    }
     data = load_cifar("cifar10", spec, tmp_path, False, 10, tuple("abcdefghij"))
     assert data.train_images.shape == (40, 3, 32, 32) and data.test_images.shape == (8, 3, 32, 32)
     assert np.array_equal(data.train_images[0].numpy().reshape(-1), parts[0][0][0])
@@ -174,8 +179,12 @@ def test_tiny_imagenet_folder_with_val_annotations(tmp_path):
     for i, wnid in enumerate(wnids):
         (folder / "train" / wnid / "images").mkdir(parents=True)
         for j in range(3):
-            Image.fromarray(np.full((64, 64, 3), 10 * i + j, np.uint8)).save(folder / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", format="PNG")
-        Image.fromarray(np.full((64, 64, 3), 100 + i, np.uint8)).save(folder / "val" / "images" / f"val_{i}.JPEG", format="PNG")
+            Image.fromarray(np.full((64, 64, 3), 10 * i + j, np.uint8)).save(
+                folder / "train" / wnid / "images" / f"{wnid}_{j}.JPEG", format="PNG"
+            )
+        Image.fromarray(np.full((64, 64, 3), 100 + i, np.uint8)).save(
+            folder / "val" / "images" / f"val_{i}.JPEG", format="PNG"
+        )
         lines.append(f"val_{i}.JPEG\t{wnids[1 - i]}\t0\t0\t63\t63")
     (folder / "val" / "val_annotations.txt").write_text("\n".join(lines))
     data = load_dataset("tiny_imagenet", tmp_path)

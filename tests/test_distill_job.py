@@ -16,16 +16,25 @@ def _fixed_loss(reader, student, images, logits, lr):
     for k in range(len(reader)):
         for t in (0, 1, 2):
             plan = make_plan(len(images), None, 10, torch.Generator().manual_seed(10 * k + t), "")
-            total += float(match_flat(student, reader.params(k, t), reader.params(k, t + 2), images, logits, None,
-                                      lr, plan).loss)
+            total += float(
+                match_flat(student, reader.params(k, t), reader.params(k, t + 2), images, logits, None, lr, plan).loss
+            )
     return total / (3 * len(reader))
 
 
 def test_matching_loss_falls_on_digits_from_a_tiny_buffer(tiny_buffer, tmp_path):
     cfg, folder = tiny_buffer
-    cfg = make_config(tmp_path, f"paths.buffers={folder}", "distill.iterations=40", "distill.dsa=false",
-                      "distill.syn_steps=10", "distill.lr_teacher=0.05", "distill.lr_lr=1e-4",
-                      "distill.lr_img=100", "distill.threshold=10")
+    cfg = make_config(
+        tmp_path,
+        f"paths.buffers={folder}",
+        "distill.iterations=40",
+        "distill.dsa=false",
+        "distill.syn_steps=10",
+        "distill.lr_teacher=0.05",
+        "distill.lr_lr=1e-4",
+        "distill.lr_img=100",
+        "distill.threshold=10",
+    )
     import distill.matching.run as job
 
     captured = {}
@@ -33,12 +42,14 @@ def test_matching_loss_falls_on_digits_from_a_tiny_buffer(tiny_buffer, tmp_path)
 
     def spy(distiller, *args, **kwargs):
         reader, student = distiller.experts, distiller.student
-        before = _fixed_loss(reader, student, distiller.images.detach(), distiller.label_logits.detach(),
-                             distiller.syn_lr.detach())
+        before = _fixed_loss(
+            reader, student, distiller.images.detach(), distiller.label_logits.detach(), distiller.syn_lr.detach()
+        )
         out = real_run_loop(distiller, *args, **kwargs)
         captured["before"] = before
-        captured["after"] = _fixed_loss(reader, student, distiller.images.detach(), distiller.label_logits.detach(),
-                                        distiller.syn_lr.detach())
+        captured["after"] = _fixed_loss(
+            reader, student, distiller.images.detach(), distiller.label_logits.detach(), distiller.syn_lr.detach()
+        )
         return out
 
     job.run_loop = spy
@@ -56,7 +67,9 @@ def test_outputs_are_written_and_self_describing(tiny_buffer, tmp_path):
     synthetic, pre, meta = load_artifact(out / "distilled.safetensors")
     assert synthetic["images"].shape == (20, 1, 8, 8) and synthetic["label_logits"].shape == (20, 10)
     assert synthetic["classes"].tolist() == [c for c in range(10) for _ in range(2)]
-    assert meta["ipc"] == 2 and meta["selection"] == "best validation accuracy" and meta["selection_split"] == "validation"
+    assert (
+        meta["ipc"] == 2 and meta["selection"] == "best validation accuracy" and meta["selection_split"] == "validation"
+    )
     assert meta["dataset_fingerprint"]["dataset"] == "digits" and "mean" in pre
     assert (out / "grid.png").stat().st_size > 100
     summary = json.loads((out / "summary.json").read_text())
@@ -88,7 +101,9 @@ def test_bad_distill_inputs_are_one_line_errors(tiny_buffer, tmp_path):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.max_start_epoch=4"))
     with pytest.raises(DistillError, match="does not match this run.*zca"):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "dataset.zca=true"))
-    with pytest.raises(DistillError, match=r"config: distill.ipc exceeds the smallest class \(129 training images\) \(got 500\)"):
+    with pytest.raises(
+        DistillError, match=r"config: distill.ipc exceeds the smallest class \(129 training images\) \(got 500\)"
+    ):
         run_distill(make_config(tmp_path, f"paths.buffers={folder}", "distill.ipc=500"))
     with pytest.raises(DistillError, match="no expert buffer"):
         run_distill(make_config(tmp_path, f"paths.buffers={tmp_path}/none"))

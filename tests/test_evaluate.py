@@ -22,7 +22,9 @@ from tests.conftest import TINY, make_config
 def test_protocol_decays_once_at_the_midpoint():
     assert decay_epoch(1000) == 501
     assert lr_at_epoch(0, 0.01, 1000) == 0.01 and lr_at_epoch(501, 0.01, 1000) == 0.01
-    assert lr_at_epoch(502, 0.01, 1000) == pytest.approx(0.001) and lr_at_epoch(1000, 0.01, 1000) == pytest.approx(0.001)
+    assert lr_at_epoch(502, 0.01, 1000) == pytest.approx(0.001) and lr_at_epoch(1000, 0.01, 1000) == pytest.approx(
+        0.001
+    )
 
 
 def test_soft_and_hard_losses_on_a_hand_made_case():
@@ -57,15 +59,50 @@ def test_tiny_evaluation_on_digits_beats_chance_clearly(tiny_cfg):
 
 
 def test_record_round_trip_and_table(tmp_path):
-    record = make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft", architecture="convnet",
-                         protocol={"epochs": 3}, lr=0.01, seeds=[1, 2], accuracies=[0.5, 0.7], seconds=1.0)
+    record = make_record(
+        dataset="d",
+        set_kind="distilled",
+        method="datm",
+        ipc=1,
+        labels="soft",
+        architecture="convnet",
+        protocol={"epochs": 3},
+        lr=0.01,
+        seeds=[1, 2],
+        accuracies=[0.5, 0.7],
+        seconds=1.0,
+    )
     path = write_record(tmp_path, record)
     assert json.loads(path.read_text()) == record and read_records(tmp_path) == [record]
     assert record["mean"] == pytest.approx(0.6) and record["std"] == pytest.approx(0.1)
-    others = [make_record(dataset="d", set_kind="random", method="random", ipc=1, labels="hard", architecture="convnet",
-                          protocol={}, lr=0.01, seeds=[1], accuracies=[0.4], seconds=1.0),
-              make_record(dataset="d", set_kind="full", method="full", ipc=None, labels="hard", architecture="convnet",
-                          protocol={}, lr=0.01, seeds=[1], accuracies=[0.8], seconds=1.0)]
+    others = [
+        make_record(
+            dataset="d",
+            set_kind="random",
+            method="random",
+            ipc=1,
+            labels="hard",
+            architecture="convnet",
+            protocol={},
+            lr=0.01,
+            seeds=[1],
+            accuracies=[0.4],
+            seconds=1.0,
+        ),
+        make_record(
+            dataset="d",
+            set_kind="full",
+            method="full",
+            ipc=None,
+            labels="hard",
+            architecture="convnet",
+            protocol={},
+            lr=0.01,
+            seeds=[1],
+            accuracies=[0.8],
+            seconds=1.0,
+        ),
+    ]
     table = results_table([record, *others], "d")
     assert "| 1 | convnet | datm | – | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
     assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
@@ -75,9 +112,20 @@ def test_record_round_trip_and_table(tmp_path):
 
 def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_path):
     def distilled(accuracy, sha, finished_at):
-        record = make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft",
-                             architecture="convnet", protocol={}, lr=0.01, seeds=[1], accuracies=[accuracy],
-                             seconds=1.0, artifact_sha256=sha)
+        record = make_record(
+            dataset="d",
+            set_kind="distilled",
+            method="datm",
+            ipc=1,
+            labels="soft",
+            architecture="convnet",
+            protocol={},
+            lr=0.01,
+            seeds=[1],
+            accuracies=[accuracy],
+            seconds=1.0,
+            artifact_sha256=sha,
+        )
         return {**record, "finished_at": finished_at}
 
     old, new = distilled(0.9, "ff", "2026-01-01T00:00:00+00:00"), distilled(0.3, "00", "2026-02-01T00:00:00+00:00")
@@ -88,9 +136,20 @@ def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_pat
 
 def test_sets_picked_by_different_rules_get_rows_of_their_own():
     def distilled(accuracy, rule):
-        return make_record(dataset="d", set_kind="distilled", method="datm", ipc=1, labels="soft", architecture="convnet",
-                           protocol={}, lr=0.01, seeds=[1], accuracies=[accuracy], seconds=1.0,
-                           extra={"selection": rule})
+        return make_record(
+            dataset="d",
+            set_kind="distilled",
+            method="datm",
+            ipc=1,
+            labels="soft",
+            architecture="convnet",
+            protocol={},
+            lr=0.01,
+            seeds=[1],
+            accuracies=[accuracy],
+            seconds=1.0,
+            extra={"selection": rule},
+        )
 
     table = results_table([distilled(0.5, "best validation accuracy"), distilled(0.6, "best test accuracy")], "d")
     assert "| 1 | convnet | datm | best test accuracy | 60.0 ± 0.0 (n=1) |" in table
@@ -109,8 +168,9 @@ def test_evaluation_job_writes_records_and_table(artifact, tmp_path):
     records = run_evaluate(make_config(tmp_path, f"eval.artifact={artifact}"))
     kinds = sorted((r["set"], r["labels"]) for r in records)
     assert kinds == [("distilled", "hard"), ("distilled", "soft"), ("full", "hard"), ("random", "hard")]
-    assert all(len(r["accuracies"]) == 2 and r["artifact_sha256"] is None or len(r["artifact_sha256"]) == 64
-               for r in records)
+    assert all(
+        len(r["accuracies"]) == 2 and r["artifact_sha256"] is None or len(r["artifact_sha256"]) == 64 for r in records
+    )
     table = (tmp_path / "results" / "digits.md").read_text()
     assert "| 2 | convnet | datm |" in table
 
@@ -139,13 +199,59 @@ def test_bad_artifacts_are_refused(artifact, tmp_path):
 def test_two_gloo_processes_give_the_same_records_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     common = [*TINY, "eval.baselines=[random]", "eval.runs=3", "device=cpu"]
-    single = subprocess.run([sys.executable, "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/one"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/one"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             "-m", "distill.jobs.evaluate", *common, f"paths.results={tmp_path}/two"],
-                            env=env, capture_output=True, text=True, timeout=300)
+    double = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "distill.jobs.evaluate",
+            *common,
+            f"paths.results={tmp_path}/two",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert double.returncode == 0, double.stderr[-2000:]
     one, two = read_records(tmp_path / "one" / "records"), read_records(tmp_path / "two" / "records")
     assert len(one) == len(two) == 1
     assert one[0]["accuracies"] == two[0]["accuracies"] and one[0]["seeds"] == two[0]["seeds"]
+
+
+def test_repeats_trained_at_once_give_the_records_of_repeats_one_by_one():
+    from distill.data.prepare import prepare_data
+    from distill.evaluate.run import evaluate
+    from distill.models import ModelSpec
+
+    data = prepare_data("digits", dtype=torch.float64)
+    synthetic = {
+        "images": data.train_images[:20],
+        "label_logits": torch.randn(20, 10, dtype=torch.float64),
+        "lr": torch.tensor(0.01),
+        "classes": torch.arange(10).repeat_interleave(2),
+    }
+    common = dict(
+        protocol=Protocol(epochs=4, batch_size=8),
+        model=ModelSpec("convnet", {"width": 4, "depth": 1}),
+        runs=3,
+        baselines=("random",),
+        label_modes=("soft",),
+        log=lambda line: None,
+    )
+    one = evaluate(data, synthetic, **common)
+    many = evaluate(data, synthetic, parallel=3, **common)
+    for a, b in zip(one, many):
+        assert a["set"] == b["set"] and a["seeds"] == b["seeds"]
+        assert a["accuracies"] == pytest.approx(b["accuracies"], abs=1e-9)

@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,14 +22,20 @@ ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2"}
 
 
 def _start(module, *overrides):
-    return subprocess.Popen([sys.executable, "-m", module, *TINY, *overrides], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *TINY, *overrides], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
-def _kill_after(proc, seconds):
-    time.sleep(seconds)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
+def _kill_when(proc, happened, timeout=120.0):
+    """SIGKILL `proc` as soon as `happened()` is true (the event the test needs has landed), while it still runs."""
+    deadline = time.monotonic() + timeout
+    while not happened():
+        assert proc.poll() is None, f"the job ended before the kill: {proc.stderr.read().decode()[-1500:]}"
+        assert time.monotonic() < deadline, "the awaited event never happened"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
 
 
@@ -43,31 +48,55 @@ def _valid_or_absent(folder):
         assert completed_expert(folder, record["index"], record["seed"], record["epochs"]) is not None
 
 
-@pytest.mark.parametrize("delay", [3.5, 5.0])
-def test_buffer_job_killed_then_resumed_equals_uninterrupted(tiny_buffer, tmp_path, delay):
+def test_buffer_job_killed_after_its_first_expert_resumes_to_identical_files(tiny_buffer, tmp_path):
     _, reference = tiny_buffer
     out = tmp_path / "b"
-    _kill_after(_start("distill.jobs.buffers", f"paths.buffers={out}"), delay + random.random())
-    if out.exists():
-        _valid_or_absent(out)
-    done = subprocess.run([sys.executable, "-m", "distill.jobs.buffers", *TINY, f"paths.buffers={out}"], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    # 3 experts: killed once expert 0 is on disk, i.e. while a later one trains
+    job = _start("distill.jobs.buffers", f"paths.buffers={out}", "buffers.num_experts=3")
+    _kill_when(job, lambda: (out / "expert_0000.json").is_file())
+    assert not (out / "manifest.json").exists()
+    _valid_or_absent(out)
+    done = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.buffers", *TINY, f"paths.buffers={out}", "buffers.num_experts=3"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-1500:]
+    assert "expert 0: complete and verified, skipped" in done.stdout
     for k in range(2):
         assert expert_path(out, k).read_bytes() == expert_path(reference, k).read_bytes()
     assert not list(out.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("delay", [4.0, 6.0])
-def test_distill_job_killed_then_resumed_equals_uninterrupted(tiny_buffer, tmp_path, delay):
+def test_distill_job_killed_mid_run_resumes_to_an_identical_set(tiny_buffer, tmp_path):
     _, folder = tiny_buffer
-    common = [f"paths.buffers={folder}", "distill.iterations=6", "distill.checkpoint_every=1"]
+    common = [f"paths.buffers={folder}", "distill.iterations=12", "distill.checkpoint_every=3"]
     whole = run_distill(make_config(tmp_path / "whole", *common))
     out = tmp_path / "killed"
-    _kill_after(_start("distill.jobs.distill", *common, f"paths.distill={out}"), delay + random.random())
-    done = subprocess.run([sys.executable, "-m", "distill.jobs.distill", *TINY, *common, f"paths.distill={out}"],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    first = {}
+
+    def second_checkpoint() -> bool:
+        # killed after the checkpoint it resumes from changed once (iteration 3 -> 6), before the run ends
+        ckpt = out / "checkpoint.pt"
+        if not ckpt.is_file():
+            return False
+        stamp = ckpt.stat().st_mtime_ns
+        first.setdefault("stamp", stamp)
+        return stamp != first["stamp"]
+
+    _kill_when(_start("distill.jobs.distill", *common, f"paths.distill={out}"), second_checkpoint)
+    assert not (out / "distilled.safetensors").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "distill.jobs.distill", *TINY, *common, f"paths.distill={out}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-1500:]
+    assert "resumed from" in done.stdout + done.stderr
     a, _, _ = load_artifact(whole / "distilled_last.safetensors")
     b, _, _ = load_artifact(out / "distilled_last.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -108,7 +137,7 @@ def test_two_runs_cannot_share_an_output_folder(tiny_buffer, tmp_path):
 def test_nan_in_a_buffer_is_skipped_and_reported(tiny_buffer, tmp_path):
     from safetensors.torch import load_file
 
-    from distill.buffers.store import write_expert, write_manifest, ModelSignature
+    from distill.buffers.store import ModelSignature, write_expert, write_manifest
 
     _, folder = tiny_buffer
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -121,8 +150,13 @@ def test_nan_in_a_buffer_is_skipped_and_reported(tiny_buffer, tmp_path):
         params[signature.param_names[0]][:] = float("nan")
         sidecars.append(write_expert(bad, k, params, signature, manifest["dataset_fingerprint"], k, [], []))
     write_manifest(bad, manifest["config"], manifest["dataset_fingerprint"], signature, sidecars)
-    cfg = make_config(tmp_path, f"paths.buffers={bad}", "distill.pix_init=real", "distill.soft_labels=false",
-                      "distill.max_consecutive_skips=2")
+    cfg = make_config(
+        tmp_path,
+        f"paths.buffers={bad}",
+        "distill.pix_init=real",
+        "distill.soft_labels=false",
+        "distill.max_consecutive_skips=2",
+    )
     with pytest.raises(DistillError, match="skipped \\(last: expert parameters not finite\\); the best and last sets"):
         run_distill(cfg)
     # the run still ends with its outputs, and the summary says why it stopped

@@ -51,8 +51,11 @@ _VALID = io.BytesIO()
 
 
 def _valid_safetensors(tmp_path):
-    return save_tensors(tmp_path / "v.safetensors", {"a": torch.arange(12.0).view(3, 4), "b": torch.ones(2, dtype=torch.int64)},
-                        {"format": "x"}).read_bytes()
+    return save_tensors(
+        tmp_path / "v.safetensors",
+        {"a": torch.arange(12.0).view(3, 4), "b": torch.ones(2, dtype=torch.int64)},
+        {"format": "x"},
+    ).read_bytes()
 
 
 @FAST
@@ -69,10 +72,19 @@ def test_mutated_safetensors_are_refused_cleanly(tmp_path, data):
 
 
 @FAST
-@given(st.dictionaries(st.text(max_size=5), st.fixed_dictionaries({
-    "dtype": st.sampled_from(["F32", "U8", "F64", "I64", "X"]),
-    "shape": st.lists(st.integers(-2, 10**13), max_size=4),
-    "data_offsets": st.lists(st.integers(-5, 10**12), min_size=2, max_size=2)}), max_size=3))
+@given(
+    st.dictionaries(
+        st.text(max_size=5),
+        st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(["F32", "U8", "F64", "I64", "X"]),
+                "shape": st.lists(st.integers(-2, 10**13), max_size=4),
+                "data_offsets": st.lists(st.integers(-5, 10**12), min_size=2, max_size=2),
+            }
+        ),
+        max_size=3,
+    )
+)
 def test_lying_safetensors_headers_are_refused(tmp_path, header):
     raw = json.dumps(header).encode()
     path = tmp_path / "h.safetensors"
@@ -110,17 +122,19 @@ def test_cifar_binary_reader(tmp_path, data):
 
 
 class _Evil:
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
     def __reduce__(self):
-        return (exec, ("open('/tmp/distill_fuzz_pwned', 'w').write('x')",))
+        return (exec, (f"open({self.sentinel!r}, 'w').write('x')",))
 
 
 def test_crafted_code_pickles_in_every_loader(tmp_path):
-    import os
-
-    payload = pickle.dumps({"state": _Evil()})
+    sentinel = tmp_path / "pwned"
+    payload = pickle.dumps({"state": _Evil(sentinel)})
     for loader, name, args in ((load_checkpoint, "c.pt", ("key",)), (load_reference_file, "replay_buffer_0.pt", ())):
         path = tmp_path / name
-        torch.save({"format": "distill.checkpoint/1", "config_key": "key", "state": _Evil()}, path)
+        torch.save({"format": "distill.checkpoint/1", "config_key": "key", "state": _Evil(sentinel)}, path)
         _ok_or_distill_error(loader, path, *args)
     _ok_or_distill_error(safe_unpickle, payload, "crafted")
-    assert not os.path.exists("/tmp/distill_fuzz_pwned")
+    assert not sentinel.exists()

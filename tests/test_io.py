@@ -38,13 +38,16 @@ def _lying_file(path, header: dict, payload: bytes = b"\x00" * 8):
     return path
 
 
-@pytest.mark.parametrize("header", [
-    {"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}},           # past the end
-    {"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},            # shape/bytes mismatch
-    {"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 8]}},           # unknown dtype
-    {"x": {"dtype": "U8", "shape": [10**12, 10**12], "data_offsets": [0, 8]}},  # huge dimensions
-    {"x": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}},  # past the end
+        {"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},  # shape/bytes mismatch
+        {"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 8]}},  # unknown dtype
+        {"x": {"dtype": "U8", "shape": [10**12, 10**12], "data_offsets": [0, 8]}},  # huge dimensions
+        {"x": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
+    ],
+)
 def test_lying_headers_are_refused(tmp_path, header):
     with pytest.raises(DistillError, match="invalid entry"):
         load_tensors(_lying_file(tmp_path / "bad.safetensors", header))
@@ -66,11 +69,14 @@ def test_grid_lays_classes_out_as_rows_or_one_row_for_one_image_each(tmp_path, i
     from distill.io.pictures import save_grid
 
     pixels = torch.zeros(10 * ipc, 1, 28, 28)
-    pixels[ipc:2 * ipc] = 1.0  # class 1 is white
+    pixels[ipc : 2 * ipc] = 1.0  # class 1 is white
     image = imread(save_grid(tmp_path / "grid.png", pixels, num_classes=10))
     scale = 512 // max(height, width)
     assert image.shape[:2] == (height * scale, width * scale)
     inside = (slice(scale, 29 * scale), slice(scale, 29 * scale))
-    cell_1 = (image[inside[0], 30 * scale + inside[1].start:30 * scale + inside[1].stop] if ipc == 1
-              else image[30 * scale + inside[0].start:30 * scale + inside[0].stop, inside[1]])
+    cell_1 = (
+        image[inside[0], 30 * scale + inside[1].start : 30 * scale + inside[1].stop]
+        if ipc == 1
+        else image[30 * scale + inside[0].start : 30 * scale + inside[0].stop, inside[1]]
+    )
     assert cell_1[..., 0].min() == 1.0 and image[inside][..., 0].max() == 0.0

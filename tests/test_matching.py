@@ -7,9 +7,9 @@ import torch
 from distill.errors import DistillError
 from distill.matching.init import init_correct, init_label_logits, synthetic_classes
 from distill.matching.loop import Distiller
-from distill.matching.settings import DistillSettings
 from distill.matching.loss import matching_loss, soft_cross_entropy
 from distill.matching.programs import StepPrograms
+from distill.matching.settings import DistillSettings
 from distill.matching.unroll import make_engine, make_plan, match_flat, match_plain, match_programs
 from distill.models import FlatModel, build_model, model_names
 
@@ -24,7 +24,9 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot_targets():
     logits = torch.randn(5, 4)
     labels = torch.tensor([0, 3, 1, 1, 2])
     one_hot = torch.nn.functional.one_hot(labels, 4).float()
-    assert soft_cross_entropy(logits, one_hot).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+    assert soft_cross_entropy(logits, one_hot).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item()
+    )
     uniform = torch.full((5, 4), 0.25)
     assert soft_cross_entropy(torch.zeros(5, 4), uniform).item() == pytest.approx(math.log(4))
 
@@ -97,8 +99,18 @@ def test_program_engine_equals_plain_engine_in_float64(compile):
     assert programs.compiled == compile
 
 
-SMALLEST_INPUT = {"convnet_d4": 64, "convnet_d5": 128, "vgg11": 32, "vgg11_bn": 32, "alexnet": 32, "lenet": 28,
-                  "resnet18": 16, "resnet18_ap": 16, "resnet18_bn": 16, "resnet18_bn_ap": 16}
+SMALLEST_INPUT = {
+    "convnet_d4": 64,
+    "convnet_d5": 128,
+    "vgg11": 32,
+    "vgg11_bn": 32,
+    "alexnet": 32,
+    "lenet": 28,
+    "resnet18": 16,
+    "resnet18_ap": 16,
+    "resnet18_bn": 16,
+    "resnet18_bn_ap": 16,
+}
 
 
 # the large ones (11M-parameter ResNets in float64) beyond one batch-norm ResNet run with -m slow
@@ -114,7 +126,10 @@ def test_program_engine_equals_plain_engine_for_every_registered_model(name):
     student = FlatModel(build_model(name, 3, 4, resolution, seed=0, dtype=torch.float64, **options))
     start = student.flatten()
     target = start + 0.01 * torch.randn_like(start)
-    images, logits = torch.randn(4, 3, resolution, resolution, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    images, logits = (
+        torch.randn(4, 3, resolution, resolution, dtype=torch.float64),
+        torch.randn(4, 4, dtype=torch.float64),
+    )
     plan = make_plan(4, None, 2, torch.Generator().manual_seed(0), "color_crop_scale")
     lr = torch.tensor(0.01, dtype=torch.float64)
     a = match_plain(student, start, target, images, logits, None, lr, plan)
@@ -171,7 +186,9 @@ def test_soft_label_init_averages_only_experts_that_classify_correctly():
     right = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
     also_right = torch.tensor([[4.0, 0.0], [1.0, 0.0]])  # wrong on image 1
     wrong = torch.tensor([[0.0, 9.0], [9.0, 0.0]])
-    logits, acc = init_label_logits(torch.zeros(2, 1, 2, 2), classes, [_fixed(right), _fixed(also_right), _fixed(wrong)])
+    logits, acc = init_label_logits(
+        torch.zeros(2, 1, 2, 2), classes, [_fixed(right), _fixed(also_right), _fixed(wrong)]
+    )
     assert torch.equal(logits, torch.tensor([[3.0, 0.0], [0.0, 4.0]])) and acc == 1.0
 
 
@@ -220,9 +237,20 @@ def _toy_distiller(**overrides):
     real = torch.randn(32, 1, 8, 8)
     labels = torch.arange(32) % 4
     experts = _ToyExperts(student, real, labels)
-    options = {"syn_steps": 5, "expert_epochs": 2, "min_start_epoch": 0, "current_max_start_epoch": 2,
-               "max_start_epoch": 4, "expansion_end_iteration": 10, "lr_img": 10.0, "lr_lr": 1e-5, "lr_y": 2.0,
-               "dsa": False, "engine": "flat", **overrides}
+    options = {
+        "syn_steps": 5,
+        "expert_epochs": 2,
+        "min_start_epoch": 0,
+        "current_max_start_epoch": 2,
+        "max_start_epoch": 4,
+        "expansion_end_iteration": 10,
+        "lr_img": 10.0,
+        "lr_lr": 1e-5,
+        "lr_y": 2.0,
+        "dsa": False,
+        "engine": "flat",
+        **overrides,
+    }
     settings = DistillSettings(**options)
     images = real[:8].clone()
     return Distiller(settings, experts, student, images, torch.randn(8, 4), 0.1, synthetic_classes(4, 2), 4, seed=1)
@@ -271,3 +299,23 @@ def test_state_dict_round_trip_continues_identically():
         ra, rb = a.step(), b.step()
         assert (ra.expert, ra.start_epoch, ra.loss) == (rb.expert, rb.start_epoch, rb.loss)
     assert torch.equal(a.images, b.images) and torch.equal(a.label_logits, b.label_logits)
+
+
+def test_several_trajectories_per_update_step_along_the_mean_gradient():
+    averaged = _toy_distiller(trajectories_per_iteration=3, threshold=10.0)
+    by_hand = _toy_distiller(trajectories_per_iteration=3, threshold=10.0)  # the same state
+    averaged.step()
+    samples = [by_hand.draw() for _ in range(3)]
+    results = [by_hand.match(*sample) for sample in samples]
+    mean = {name: sum(getattr(r, name) for r in results) / 3 for name in ("grad_images", "grad_labels", "grad_lr")}
+    assert len({(k, t) for k, t, _ in samples}) > 1  # really several samples
+    from distill.matching.unroll import MatchResult
+
+    by_hand.apply(
+        MatchResult(sum(r.loss for r in results) / 3, mean["grad_images"], mean["grad_labels"], mean["grad_lr"])
+    )
+    assert torch.allclose(averaged.images, by_hand.images, rtol=0, atol=1e-6)
+    assert torch.allclose(averaged.label_logits, by_hand.label_logits, rtol=0, atol=1e-6)
+    one = _toy_distiller(threshold=10.0)
+    one.step()
+    assert not torch.allclose(one.images, averaged.images)

@@ -12,8 +12,21 @@ def test_convnet_parameter_counts_match_reference():
     assert FlatModel(build_model("resnet18", 3, 10, 32)).num_params == 11_173_962
 
 
-@pytest.mark.parametrize("name", ["convnet", "convnet_bn", "lenet", "alexnet", "vgg11", "resnet18", "resnet18_ap",
-                                  "resnet18_bn", "mlp", "convnet_d4"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "convnet",
+        "convnet_bn",
+        "lenet",
+        "alexnet",
+        "vgg11",
+        "resnet18",
+        "resnet18_ap",
+        "resnet18_bn",
+        "mlp",
+        "convnet_d4",
+    ],
+)
 def test_forward_shape_and_functional_call_equal_module(name):
     model = build_model(name, 3, 7, 32, seed=0, dtype=torch.float64).eval()
     flat = FlatModel(model)

@@ -37,7 +37,8 @@ def test_reference_constants_replace_measured_statistics_and_change_the_fingerpr
     fixed = fit_preprocessor(images, zca=False, fixed_statistics=REFERENCE_STATISTICS["cifar10"])
     x = fixed.apply(images[:1])
     expected = (images[:1].float() / 255 - torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+        [0.2023, 0.1994, 0.2010]
+    ).view(1, 3, 1, 1)
     assert torch.allclose(x, expected, atol=1e-6)
     measured = fit_preprocessor(images, zca=False)
     assert fixed.fingerprint()["statistics"] == "reference" and measured.fingerprint()["statistics"] == "measured"
@@ -56,3 +57,17 @@ def test_fixed_statistics_are_refused_with_zca_and_for_the_wrong_channel_count()
         fit_preprocessor(_images(), zca=True, fixed_statistics=((0.5,) * 3, (0.2,) * 3))
     with pytest.raises(DistillError, match="1 channels, the images 3"):
         fit_preprocessor(_images(), zca=False, fixed_statistics=((0.5,), (0.2,)))
+
+
+def test_zca_is_fitted_once_and_loaded_after(tmp_path, monkeypatch):
+    import distill.data.prepare as prepare
+    from distill.data.prepare import DatasetSpec, prepare_data
+
+    fits = []
+    real = prepare.fit_preprocessor
+    monkeypatch.setattr(prepare, "fit_preprocessor", lambda *a, **k: fits.append(k.get("zca")) or real(*a, **k))
+    spec = DatasetSpec("digits", root=str(tmp_path), zca=True)
+    first, again = prepare_data(spec), prepare_data(spec)
+    assert fits == [True] and first.fingerprint == again.fingerprint
+    assert torch.equal(first.train_images, again.train_images)
+    assert list((tmp_path / ".cache").glob("zca_*.safetensors"))

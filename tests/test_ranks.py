@@ -6,21 +6,26 @@ import sys
 
 from distill.parallel import Rank, choose_device, gather_objects, init_distributed
 
-SCRIPT = '''
+SCRIPT = """
 import os, torch
 from distill.parallel import gather_objects, init_distributed, shutdown
 rank = init_distributed("cpu")
 print("ranks", gather_objects((rank.rank, rank.local_world, torch.get_num_threads()), rank), flush=True)
 shutdown()
-'''
+"""
 
 
 def test_each_cpu_rank_gets_its_share_of_the_cores(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             str(script)], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     share = max(1, os.cpu_count() // 2)
     assert f"ranks [(0, 2, {share}), (1, 2, {share})]" in result.stdout

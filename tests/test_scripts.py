@@ -24,8 +24,10 @@ def test_table_rows_keeps_tables_and_separates_them():
 def test_synced_replaces_only_marked_blocks_whose_file_exists(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "x.md").write_text("# x\n| new |\n")
-    readme = ("intro\n<!-- begin results/x.md -->\n| old |\n<!-- end results/x.md -->\n"
-              "<!-- begin results/missing.md -->\n| kept |\n<!-- end results/missing.md -->\n")
+    readme = (
+        "intro\n<!-- begin results/x.md -->\n| old |\n<!-- end results/x.md -->\n"
+        "<!-- begin results/missing.md -->\n| kept |\n<!-- end results/missing.md -->\n"
+    )
     out = synced(readme, tmp_path)
     assert "| new |" in out and "| old |" not in out and "| kept |" in out and out.startswith("intro\n")
 
@@ -76,31 +78,47 @@ def test_paper_recipe_takes_hydra_overrides_right_after_the_ipcs(monkeypatch):
 def test_demo_report_adds_install_time_and_judges_the_budget():
     pipeline = {"buffers": 100.0, "distill_ipc1": 200.0, "total": 300.0}
     fast = demo_report(120.0, pipeline, [])
-    assert "| install (scripts/setup.sh) | 120 |" in fast and "| total | 420 |" in fast and "within the 10-minute" in fast
+    assert (
+        "| install (scripts/setup.sh) | 120 |" in fast and "| total | 420 |" in fast and "within the 10-minute" in fast
+    )
     assert "**over** the 10-minute" in demo_report(400.0, pipeline, ["logger=wandb"])
 
 
 def _record(set_kind, method, ipc, labels, mean, finished, arch="convnet"):
-    return {"set": set_kind, "method": method, "ipc": ipc, "labels": labels, "architecture": arch, "mean": mean,
-            "std": 0.01, "runs": 3, "finished_at": finished}
+    return {
+        "set": set_kind,
+        "method": method,
+        "ipc": ipc,
+        "labels": labels,
+        "architecture": arch,
+        "mean": mean,
+        "std": 0.01,
+        "runs": 3,
+        "finished_at": finished,
+    }
 
 
 def test_paper_comparison_puts_newest_measurements_beside_table_1():
     import reproduce_paper
 
-    records = [_record("distilled", "datm", 10, "soft", 0.50, "2026-01-01"),
-               _record("distilled", "datm", 10, "soft", 0.60, "2026-01-02"),  # a re-run: the newest wins
-               _record("distilled", "datm", 10, "hard", 0.99, "2026-01-03"),  # hard labels are not DATM's cell
-               _record("distilled", "datm", 10, "soft", 0.99, "2026-01-03", arch="resnet18"),
-               _record("random", "random", 10, "hard", 0.30, "2026-01-01"),
-               _record("full", "full", None, "hard", 0.80, "2026-01-01")]
+    records = [
+        _record("distilled", "datm", 10, "soft", 0.50, "2026-01-01"),
+        _record("distilled", "datm", 10, "soft", 0.60, "2026-01-02"),  # a re-run: the newest wins
+        _record("distilled", "datm", 10, "hard", 0.99, "2026-01-03"),  # hard labels are not DATM's cell
+        _record("distilled", "datm", 10, "soft", 0.99, "2026-01-03", arch="resnet18"),
+        _record("random", "random", 10, "hard", 0.30, "2026-01-01"),
+        _record("full", "full", None, "hard", 0.80, "2026-01-01"),
+    ]
     rows = reproduce_paper.comparison_rows(records, reproduce_paper.PAPER["cifar10"])
     assert rows == ["| 10 | – | 60.0 ± 1.0 (n=3) | 66.8 | 30.0 ± 1.0 (n=3) | 31.0 | 80.0 ± 1.0 (n=3) | 84.8 |"]
     text = reproduce_paper.comparison_report("cifar10", records, {"distill IPC 10": 60.0}, "cmd")
     assert rows[0] in text and "| distill IPC 10 | 60 |" in text and "Wall time of this invocation: 1.0 min" in text
     picked_on_test = {**_record("distilled", "datm", 10, "soft", 0.70, "2026-01-04"), "selection": "best test accuracy"}
     rows = reproduce_paper.comparison_rows(records + [picked_on_test], reproduce_paper.PAPER["cifar10"])
-    assert [r.split(" | ")[1:3] for r in rows] == [["best test accuracy", "70.0 ± 1.0 (n=3)"], ["–", "60.0 ± 1.0 (n=3)"]]
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["best test accuracy", "70.0 ± 1.0 (n=3)"],
+        ["–", "60.0 ± 1.0 (n=3)"],
+    ]
 
 
 def test_official_protocol_holds_nothing_out_and_selects_on_test(tmp_path):
@@ -118,13 +136,20 @@ def test_official_protocol_holds_nothing_out_and_selects_on_test(tmp_path):
 
 
 def test_fashion_mnist_checks_judge_distilled_against_random():
-    records = [_record("distilled", "datm", 1, "soft", 0.60, "1"), _record("random", "random", 1, "hard", 0.50, "1"),
-               _record("distilled", "early-only", 1, "soft", 0.55, "1"),
-               _record("distilled", "datm", 50, "soft", 0.70, "1"), _record("random", "random", 50, "hard", 0.75, "1"),
-               _record("distilled", "mtt", 50, "hard", 0.72, "1"), _record("full", "full", None, "hard", 0.90, "1")]
+    records = [
+        _record("distilled", "datm", 1, "soft", 0.60, "1"),
+        _record("random", "random", 1, "hard", 0.50, "1"),
+        _record("distilled", "early-only", 1, "soft", 0.55, "1"),
+        _record("distilled", "datm", 50, "soft", 0.70, "1"),
+        _record("random", "random", 50, "hard", 0.75, "1"),
+        _record("distilled", "mtt", 50, "hard", 0.72, "1"),
+        _record("full", "full", None, "hard", 0.90, "1"),
+    ]
     rows = fmnist.checks(records)
-    assert rows == ["| 1 | 60.0 | 50.0 | +10.0 | yes | 25 % | – | 55.0 / – |",
-                    "| 50 | 70.0 | 75.0 | -5.0 | **no** | -33 % | 72.0 | – / – |"]
+    assert rows == [
+        "| 1 | 60.0 | 50.0 | +10.0 | yes | 25 % | – | 55.0 / – |",
+        "| 50 | 70.0 | 75.0 | -5.0 | **no** | -33 % | 72.0 | – / – |",
+    ]
 
 
 def test_resumed_experts_are_charged_their_recorded_training_time(tmp_path):
@@ -147,7 +172,11 @@ def test_no_tracked_file_cites_a_path_outside_the_repository():
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     outside = "../" + "shared/"  # split so that this file does not cite it either
-    offenders = [name for name in listed.stdout.split()
-                 if (ROOT / name).is_file() and name.endswith((".py", ".md", ".yaml", ".sh", ".toml"))
-                 and outside in (ROOT / name).read_text(errors="ignore")]
+    offenders = [
+        name
+        for name in listed.stdout.split()
+        if (ROOT / name).is_file()
+        and name.endswith((".py", ".md", ".yaml", ".sh", ".toml"))
+        and outside in (ROOT / name).read_text(errors="ignore")
+    ]
     assert offenders == []

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from distill.errors import DistillError
 from distill.io.atomic import atomic_write_json
-from distill.io.tensors import read_header, save_tensors, sha256_file
+from distill.io.tensors import matches_sha256, read_header, save_tensors, sha256_file
 
 BUFFER_FORMAT = "distill.expert-buffer/1"
 
@@ -91,7 +91,7 @@ def completed_expert(folder: Path, index: int, seed: int, epochs: int) -> dict |
         record = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if record.get("seed") != seed or record.get("epochs") != epochs or record.get("sha256") != sha256_file(path):
+    if record.get("seed") != seed or record.get("epochs") != epochs or not matches_sha256(path, record.get("sha256")):
         return None
     return record
 
@@ -187,7 +187,7 @@ class BufferReader:
         if self.verify and k not in self._verified:
             if not path.is_file():
                 raise DistillError(f"{path} is missing: re-run distill-buffers to recreate it")
-            if sha256_file(path) != entry["sha256"]:
+            if not matches_sha256(path, entry["sha256"]):
                 raise DistillError(f"{path} fails its sha256 check (truncated or modified): delete it and re-run "
                                    "distill-buffers to recreate it")
             header, _ = read_header(path)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from distill import checks
+from distill.data.cache import cached
 from distill.data.preprocess import REFERENCE_STATISTICS, Preprocessor, fit_preprocessor
 from distill.data.registry import ImageData, load_dataset
 from distill.data.splits import stratified_holdout
+from distill.io.tensors import sha256_tensor
 
 
 @dataclass
@@ -82,7 +85,12 @@ def prepare_data(spec: DatasetSpec | str = "digits", device: torch.device | str 
     keep, held = stratified_holdout(raw.train_labels, spec.val_per_class, spec.val_seed)
     train_u8 = raw.train_images[keep]
     fixed = REFERENCE_STATISTICS[spec.name] if spec.normalisation == "reference" else None
-    pre = preprocessor or fit_preprocessor(train_u8, zca=spec.zca, zca_eps=spec.zca_eps, fixed_statistics=fixed)
+    if preprocessor is not None:
+        pre = preprocessor
+    elif spec.zca:
+        pre = _cached_zca(spec, train_u8)
+    else:
+        pre = fit_preprocessor(train_u8, zca=False, fixed_statistics=fixed)
 
     def to(x: torch.Tensor) -> torch.Tensor:
         return pre.apply(x).to(device=device, dtype=dtype)
@@ -100,3 +108,13 @@ def prepare_data(spec: DatasetSpec | str = "digits", device: torch.device | str 
     return PreparedData(raw, pre, to(train_u8), raw.train_labels[keep].to(device),
                         to(raw.train_images[held]), raw.train_labels[held].to(device),
                         to(raw.test_images), raw.test_labels.to(device), fingerprint)
+
+
+def _cached_zca(spec: DatasetSpec, train_u8: torch.Tensor) -> Preprocessor:
+    """ZCA fitted on `train_u8`, kept in <dataset root>/.cache so that later jobs (and torchrun ranks)
+    load it instead of refitting (Tiny ImageNet's fit is minutes and tens of GB)."""
+    key = f"{sha256_tensor(train_u8)[:16]}-eps{spec.zca_eps}"
+    folder = Path(spec.root) if spec.root is not None else Path("data") / spec.name
+    state = cached(folder / ".cache" / f"zca_{key}.safetensors", key,
+                   lambda: fit_preprocessor(train_u8, zca=True, zca_eps=spec.zca_eps).state())
+    return Preprocessor.from_state("zca", state, spec.zca_eps)

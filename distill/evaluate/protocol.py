@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 from distill import checks
 from distill.data.augment import DEFAULT_STRATEGY, parse_strategy
@@ -20,7 +19,7 @@ class Protocol:
 
     name: str = "reference"
     epochs: int = 1000
-    lr: Optional[float] = None
+    lr: float | None = None
     baseline_lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -21,8 +21,13 @@ RECORD_FORMAT = "distill.eval-record/1"
 def git_commit(cwd: Path | None = None) -> str | None:
     """The current git commit of the project, or None outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=cwd or Path(__file__).resolve().parents[2])
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=cwd or Path(__file__).resolve().parents[2],
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -30,7 +35,9 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def machine() -> str:
     """The machine in words: architecture, CPU cores and the GPU when one is visible."""
-    gpu = f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    gpu = (
+        f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    )
     return f"{platform.machine()}, {os.cpu_count()} CPU cores{gpu}"
 
 
@@ -40,27 +47,70 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "distill": distill.__version__}
 
 
-def make_record(*, dataset: str, set_kind: str, method: str, ipc: int | None, labels: str, architecture: str,
-                protocol: dict, lr: float, seeds: list[int], accuracies: list[float], seconds: float,
-                artifact_sha256: str | None = None, extra: dict | None = None) -> dict:
+def make_record(
+    *,
+    dataset: str,
+    set_kind: str,
+    method: str,
+    ipc: int | None,
+    labels: str,
+    architecture: str,
+    protocol: dict,
+    lr: float,
+    seeds: list[int],
+    accuracies: list[float],
+    seconds: float,
+    artifact_sha256: str | None = None,
+    extra: dict | None = None,
+) -> dict:
     """A record dict: set_kind is 'distilled', 'random' or 'full'; accuracies are per run in [0, 1]."""
     mean = statistics.fmean(accuracies)
     std = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
-    return {"format": RECORD_FORMAT, "dataset": dataset, "set": set_kind, "method": method, "ipc": ipc,
-            "labels": labels, "architecture": architecture, "protocol": protocol, "lr": lr, "seeds": seeds,
-            "accuracies": accuracies, "mean": mean, "std": std, "runs": len(accuracies),
-            "wall_seconds": round(seconds, 2), "artifact_sha256": artifact_sha256, "versions": versions(),
-            "git_commit": git_commit(), "machine": machine(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **(extra or {})}
+    return {
+        "format": RECORD_FORMAT,
+        "dataset": dataset,
+        "set": set_kind,
+        "method": method,
+        "ipc": ipc,
+        "labels": labels,
+        "architecture": architecture,
+        "protocol": protocol,
+        "lr": lr,
+        "seeds": seeds,
+        "accuracies": accuracies,
+        "mean": mean,
+        "std": std,
+        "runs": len(accuracies),
+        "wall_seconds": round(seconds, 2),
+        "artifact_sha256": artifact_sha256,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
 
 
 def record_path(folder: Path, record: dict) -> Path:
     """A stable file name: the same set, architecture and protocol overwrite their earlier record."""
-    key = json.dumps([record["dataset"], record["set"], record["method"], record["ipc"], record["labels"],
-                      record["architecture"], record["protocol"], record.get("artifact_sha256")], sort_keys=True)
+    key = json.dumps(
+        [
+            record["dataset"],
+            record["set"],
+            record["method"],
+            record["ipc"],
+            record["labels"],
+            record["architecture"],
+            record["protocol"],
+            record.get("artifact_sha256"),
+        ],
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return Path(folder) / f"{record['dataset']}_{record['set']}_{record['method']}_ipc{record['ipc']}_" \
-                          f"{record['architecture']}_{record['labels']}_{digest}.json"
+    return (
+        Path(folder) / f"{record['dataset']}_{record['set']}_{record['method']}_ipc{record['ipc']}_"
+        f"{record['architecture']}_{record['labels']}_{digest}.json"
+    )
 
 
 def write_record(folder: Path, record: dict) -> Path:
@@ -70,8 +120,14 @@ def write_record(folder: Path, record: dict) -> Path:
 def cell_key(record: dict) -> tuple:
     """What a table cell shows: the same set kind, method, IPC, labels, architecture and selection rule
     (a set picked on the test split never replaces one picked on the validation split, nor the reverse)."""
-    return (record["set"], record["method"], record["ipc"], record["labels"], record["architecture"],
-            record.get("selection"))
+    return (
+        record["set"],
+        record["method"],
+        record["ipc"],
+        record["labels"],
+        record["architecture"],
+        record.get("selection"),
+    )
 
 
 def newest_per_cell(records: list[dict]) -> list[dict]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.evaluate.baselines import random_subset
 from distill.evaluate.protocol import Protocol
 from distill.evaluate.records import make_record
-from distill.evaluate.train import set_targets, train_and_test
+from distill.evaluate.train import set_targets, train_and_test, train_and_test_stacked
 from distill.models.registry import ModelSpec
 from distill.parallel import Rank, gather_objects
 from distill.seeds import derive_seed
@@ -29,8 +29,14 @@ class EvalRun:
     run: int
 
 
-def plan_runs(has_set: bool, soft_set: bool, label_modes: Sequence[str], architectures: Sequence[str], runs: int,
-              baselines: Sequence[str]) -> list[EvalRun]:
+def plan_runs(
+    has_set: bool,
+    soft_set: bool,
+    label_modes: Sequence[str],
+    architectures: Sequence[str],
+    runs: int,
+    baselines: Sequence[str],
+) -> list[EvalRun]:
     """Every run to do, in a fixed order (torchrun rank r takes runs r, r + world, ...). A hard-label
     set is evaluated with hard labels only."""
     modes = [m for m in label_modes if soft_set or m == "hard"] or ["hard"]
@@ -47,13 +53,23 @@ def check_set_matches(meta: dict, fingerprint: dict, source: str) -> None:
     theirs = meta.get("dataset_fingerprint", {})
     for key in ("dataset", "resolution", "channels", "num_classes"):
         if theirs.get(key) != fingerprint.get(key):
-            raise DistillError(f"{source} was distilled on {key}={theirs.get(key)!r}, but the data given has "
-                               f"{key}={fingerprint.get(key)!r}: load the dataset it was distilled from")
+            raise DistillError(
+                f"{source} was distilled on {key}={theirs.get(key)!r}, but the data given has "
+                f"{key}={fingerprint.get(key)!r}: load the dataset it was distilled from"
+            )
 
 
-def _train_run(run: EvalRun, data: PreparedData, synthetic: dict | None, protocol: Protocol, ipc: int | None,
-               model: ModelSpec, full_epochs: int, seed: int) -> tuple[float, float, int]:
-    """Train one fresh network for `run`; returns (test accuracy, lr used, seed)."""
+def _run_inputs(
+    run: EvalRun,
+    data: PreparedData,
+    synthetic: dict | None,
+    protocol: Protocol,
+    ipc: int | None,
+    model: ModelSpec,
+    full_epochs: int,
+    seed: int,
+):
+    """What one run trains: (network, images, targets, lr, seed, epochs or None for the protocol's)."""
     run_seed = derive_seed(seed, f"eval/{run.set_kind}/{run.labels}/{run.architecture}", run.run)
     epochs = None
     if run.set_kind == "distilled":
@@ -67,17 +83,75 @@ def _train_run(run: EvalRun, data: PreparedData, synthetic: dict | None, protoco
         epochs = full_epochs
     # the distillation architecture keeps its options (width, depth...); others use their defaults
     spec = model if run.architecture == model.name else ModelSpec(run.architecture)
-    net = spec.build(data.channels, data.num_classes, data.resolution, seed=run_seed, device=data.test_images.device,
-                     dtype=data.test_images.dtype)
-    accuracy = train_and_test(net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs)
-    return accuracy, lr, run_seed
+    net = spec.build(
+        data.channels,
+        data.num_classes,
+        data.resolution,
+        seed=run_seed,
+        device=data.test_images.device,
+        dtype=data.test_images.dtype,
+    )
+    return net, images, targets, lr, run_seed, epochs
 
 
-def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = None, *, protocol: Protocol = Protocol(),
-             model: ModelSpec = ModelSpec(), architectures: Sequence[str] | None = None, runs: int = 5, seed: int = 0,
-             baselines: Sequence[str] = ("random", "full"), label_modes: Sequence[str] = ("soft", "hard"),
-             ipc: int | None = None, full_epochs: int = 30, method: str = "distilled", meta: dict | None = None,
-             rank: Rank = Rank(), log: Callable[[str], None] = print) -> list[dict]:
+def _train_runs(
+    runs: list[EvalRun],
+    data: PreparedData,
+    synthetic: dict | None,
+    protocol: Protocol,
+    ipc: int | None,
+    model: ModelSpec,
+    full_epochs: int,
+    seed: int,
+) -> list[tuple[float, float, int]]:
+    """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time, or
+    several at once in one vmapped pass; returns (test accuracy, lr used, seed) per run."""
+    inputs = [_run_inputs(run, data, synthetic, protocol, ipc, model, full_epochs, seed) for run in runs]
+    if len(inputs) == 1:
+        net, images, targets, lr, run_seed, epochs = inputs[0]
+        return [
+            (
+                train_and_test(
+                    net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs
+                ),
+                lr,
+                run_seed,
+            )
+        ]
+    nets, images, targets, lrs, seeds, epochs = (list(column) for column in zip(*inputs))
+    accuracies = train_and_test_stacked(
+        nets, images, targets, data.test_images, data.test_labels, protocol, lrs[0], seeds, epochs[0]
+    )
+    return list(zip(accuracies, lrs, seeds))
+
+
+def _batches(indices: list[int], plan: list[EvalRun], size: int) -> list[list[int]]:
+    """`indices` grouped by (set, labels, architecture), at most `size` runs per group, in plan order."""
+    by_key: dict[tuple, list[int]] = {}
+    for i in indices:
+        by_key.setdefault((plan[i].set_kind, plan[i].labels, plan[i].architecture), []).append(i)
+    return [runs[j : j + size] for runs in by_key.values() for j in range(0, len(runs), size)]
+
+
+def evaluate(
+    data: PreparedData,
+    synthetic: dict[str, torch.Tensor] | None = None,
+    *,
+    protocol: Protocol = Protocol(),
+    model: ModelSpec = ModelSpec(),
+    architectures: Sequence[str] | None = None,
+    runs: int = 5,
+    seed: int = 0,
+    baselines: Sequence[str] = ("random", "full"),
+    label_modes: Sequence[str] = ("soft", "hard"),
+    ipc: int | None = None,
+    full_epochs: int = 30,
+    method: str = "distilled",
+    meta: dict | None = None,
+    rank: Rank = Rank(),
+    log: Callable[[str], None] = print,
+    parallel: int = 1,
+) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
     same-size random real subset, `full`: the whole training split, `full_epochs` epochs), all under
@@ -85,7 +159,8 @@ def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = Non
 
     `model` is the distillation architecture with its options (other `architectures` use their
     defaults; None = just `model.name`); `ipc` sizes the random subset (default: the set's). Under
-    torchrun the runs are spread over `rank`s and every rank returns all records. Returns one record
+    torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
+    trains up to that many repeats of one set at once in one vmapped pass. Returns one record
     (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
     """
     if synthetic is not None:
@@ -94,6 +169,8 @@ def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = Non
         raise DistillError("evaluate: give ipc for the random-subset baseline (no set to take it from)")
     if not isinstance(runs, int) or runs < 1:
         raise DistillError(f"evaluate: runs must be an integer >= 1 (got {runs!r})")
+    if not isinstance(parallel, int) or parallel < 1:
+        raise DistillError(f"evaluate: parallel must be an integer >= 1 (got {parallel!r})")
     architectures = list(architectures or [model.name])
     soft = bool((meta or {}).get("soft_labels", synthetic is not None))
     plan = plan_runs(synthetic is not None, soft, label_modes, architectures, runs, baselines)
@@ -101,13 +178,18 @@ def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = Non
         device, dtype = data.test_images.device, data.test_images.dtype
         synthetic = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in synthetic.items()}
     results = {}
-    for index, run in enumerate(plan):
-        if index % rank.world == rank.rank:
-            started = time.perf_counter()
-            accuracy, lr, run_seed = _train_run(run, data, synthetic, protocol, ipc, model, full_epochs, seed)
-            results[index] = (accuracy, lr, run_seed, time.perf_counter() - started)
-            log(f"{run.set_kind:9s} {run.labels:4s} {run.architecture:10s} run {run.run}: acc {accuracy:.4f} "
-                f"({results[index][3]:.1f} s)")
+    mine = [i for i in range(len(plan)) if i % rank.world == rank.rank]
+    for group in _batches(mine, plan, parallel):
+        started = time.perf_counter()
+        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, model, full_epochs, seed)
+        seconds = (time.perf_counter() - started) / len(group)
+        for index, (accuracy, lr, run_seed) in zip(group, done):
+            run = plan[index]
+            results[index] = (accuracy, lr, run_seed, seconds)
+            log(
+                f"{run.set_kind:9s} {run.labels:4s} {run.architecture:10s} run {run.run}: acc {accuracy:.4f} "
+                f"({seconds:.1f} s)"
+            )
     results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
     groups: dict = {}
     for index, run in enumerate(plan):
@@ -116,12 +198,27 @@ def evaluate(data: PreparedData, synthetic: dict[str, torch.Tensor] | None = Non
     for (kind, labels, arch), done in groups.items():
         options = dict(model.options) if arch == model.name else {}
         record = make_record(
-            dataset=data.fingerprint["dataset"], set_kind=kind, method=method if kind == "distilled" else kind,
-            ipc=None if kind == "full" else ipc, labels=labels, architecture=arch,
-            protocol={**protocol.to_json(), "labels": labels, "epochs": full_epochs if kind == "full" else protocol.epochs},
-            lr=done[0][1], seeds=[r[2] for r in done], accuracies=[r[0] for r in done],
-            seconds=sum(r[3] for r in done), artifact_sha256=(meta or {}).get("sha256") if kind == "distilled" else None,
-            extra={"model_options": options, "selection": (meta or {}).get("selection") if kind == "distilled" else None,
-                   "preprocess": data.fingerprint["preprocess"]})
+            dataset=data.fingerprint["dataset"],
+            set_kind=kind,
+            method=method if kind == "distilled" else kind,
+            ipc=None if kind == "full" else ipc,
+            labels=labels,
+            architecture=arch,
+            protocol={
+                **protocol.to_json(),
+                "labels": labels,
+                "epochs": full_epochs if kind == "full" else protocol.epochs,
+            },
+            lr=done[0][1],
+            seeds=[r[2] for r in done],
+            accuracies=[r[0] for r in done],
+            seconds=sum(r[3] for r in done),
+            artifact_sha256=(meta or {}).get("sha256") if kind == "distilled" else None,
+            extra={
+                "model_options": options,
+                "selection": (meta or {}).get("selection") if kind == "distilled" else None,
+                "preprocess": data.fingerprint["preprocess"],
+            },
+        )
         records.append(record)
     return records

@@ -41,23 +41,32 @@ def results_table(records: list[dict], title: str, header_note: str = "") -> str
     lines = [f"# {title}", ""]
     if header_note:
         lines += [header_note, ""]
-    lines += ["Test accuracy in % (mean ± std over n runs with distinct seeds). Selection rule: how the "
-              "distilled set was picked among its iterations (a set picked on the test split, as the papers do, "
-              "is optimistic).", "",
-              "| IPC | architecture | method | selection rule | distilled (soft labels) | distilled (hard labels) | "
-              "random subset | full dataset | gap closed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Test accuracy in % (mean ± std over n runs with distinct seeds). Selection rule: how the "
+        "distilled set was picked among its iterations (a set picked on the test split, as the papers do, "
+        "is optimistic).",
+        "",
+        "| IPC | architecture | method | selection rule | distilled (soft labels) | distilled (hard labels) | "
+        "random subset | full dataset | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for ipc, arch, method, rule in sorted(by_key, key=lambda k: (k[0] or 0, k[1], k[2], k[3])):
         cells = by_key[(ipc, arch, method, rule)]
         rnd, ful = random_.get((ipc, arch)), full.get(arch)
         best = cells.get("soft") or cells.get("hard")
         gap = gap_closed(best["mean"], rnd["mean"], ful["mean"]) if best and rnd and ful else None
-        lines.append(f"| {ipc} | {arch} | {method} | {rule} | {_cell(cells.get('soft'))} | {_cell(cells.get('hard'))} | "
-                     f"{_cell(rnd)} | {_cell(ful)} | {'–' if gap is None else f'{100 * gap:.0f} %'} |")
+        lines.append(
+            f"| {ipc} | {arch} | {method} | {rule} | {_cell(cells.get('soft'))} | {_cell(cells.get('hard'))} | "
+            f"{_cell(rnd)} | {_cell(ful)} | {'–' if gap is None else f'{100 * gap:.0f} %'} |"
+        )
     commits = sorted({(r.get("git_commit") or "?")[:10] for r in records})
     machines = sorted({r["machine"] for r in records if r.get("machine")})
     seconds = sum(r.get("wall_seconds", 0.0) for r in records)
-    lines += ["", f"Records: {len(records)} ({seconds:.0f} s of evaluation in all); commits: {', '.join(commits)}"
-              + (f"; machines: {'; '.join(machines)}." if machines else ".")]
+    lines += [
+        "",
+        f"Records: {len(records)} ({seconds:.0f} s of evaluation in all); commits: {', '.join(commits)}"
+        + (f"; machines: {'; '.join(machines)}." if machines else "."),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -84,8 +93,14 @@ def plot_accuracy_vs_ipc(path: Path, records: list[dict], title: str) -> Path | 
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, points in sorted(series.items()):
         ipcs = sorted(points)
-        axis.errorbar(ipcs, [100 * points[i]["mean"] for i in ipcs], yerr=[100 * points[i]["std"] for i in ipcs],
-                      marker="o", capsize=3, label=name)
+        axis.errorbar(
+            ipcs,
+            [100 * points[i]["mean"] for i in ipcs],
+            yerr=[100 * points[i]["std"] for i in ipcs],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
     for r in records:
         if r["set"] == "full":
             axis.axhline(100 * r["mean"], linestyle="--", color="grey", label=f"full dataset, {r['architecture']}")

@@ -12,8 +12,9 @@ from distill.io.tensors import load_tensors, save_tensors, sha256_file
 ARTIFACT_FORMAT = "distill.distilled-set/1"
 
 
-def save_artifact(path: str | Path, synthetic: dict[str, torch.Tensor], metadata: dict,
-                  preprocess_state: dict[str, torch.Tensor]) -> Path:
+def save_artifact(
+    path: str | Path, synthetic: dict[str, torch.Tensor], metadata: dict, preprocess_state: dict[str, torch.Tensor]
+) -> Path:
     """Atomically write a distilled set.
 
     synthetic: images [N, C, H, W], label_logits [N, K], lr [], classes [N]. The preprocessing
@@ -35,21 +36,27 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if path.is_dir() and (path / "distilled.safetensors").is_file():
         path = path / "distilled.safetensors"  # a run folder
     if path.suffix == ".pt" and path.is_file():
-        raise DistillError(f"{path} is a torch file (a checkpoint?), not a distilled set: pass the run folder or "
-                           "its distilled.safetensors")
+        raise DistillError(
+            f"{path} is a torch file (a checkpoint?), not a distilled set: pass the run folder or "
+            "its distilled.safetensors"
+        )
     if not path.is_file():
         raise DistillError(f"no distilled set at {path}: pass a run folder or its distilled.safetensors")
     tensors, meta = load_tensors(path)
     if meta.get("format") != ARTIFACT_FORMAT:
-        raise DistillError(f"{path} is not a distilled set (format {meta.get('format')!r}): pass a distilled.safetensors")
+        raise DistillError(
+            f"{path} is not a distilled set (format {meta.get('format')!r}): pass a distilled.safetensors"
+        )
     missing = [k for k in ("images", "label_logits", "lr", "classes") if k not in tensors]
     if missing:
         raise DistillError(f"{path} lacks {missing}: the file is damaged, re-run distill-run")
     images, logits, lr, classes = (tensors[k] for k in ("images", "label_logits", "lr", "classes"))
     n = len(images)
     if images.ndim != 4 or logits.shape[0] != n or classes.shape != (n,) or lr.numel() != 1:
-        raise DistillError(f"{path}: inconsistent shapes images {tuple(images.shape)}, labels {tuple(logits.shape)}, "
-                           f"classes {tuple(classes.shape)}: the file is damaged, re-run distill-run")
+        raise DistillError(
+            f"{path}: inconsistent shapes images {tuple(images.shape)}, labels {tuple(logits.shape)}, "
+            f"classes {tuple(classes.shape)}: the file is damaged, re-run distill-run"
+        )
     if not (torch.isfinite(images).all() and torch.isfinite(logits).all() and torch.isfinite(lr).all()):
         raise DistillError(f"{path} holds non-finite values: use an earlier checkpoint or re-run distill-run")
     if float(lr) <= 0:

@@ -6,9 +6,10 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from distill.errors import DistillError
 
@@ -28,9 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _friendly(exc, path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
     try:
         yield tmp
+        # mkstemp creates 0600, and some writers (safetensors) re-create the file: give it the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -67,9 +69,11 @@ def _umask() -> int:
 
 def _friendly(exc: OSError, path: Path) -> DistillError:
     if exc.errno == errno.ENOSPC:
-        return DistillError(f"disk full while writing {path}: free space in {path.parent} and re-run "
-                            "(earlier outputs were left intact)")
+        return DistillError(
+            f"disk full while writing {path}: free space in {path.parent} and re-run (earlier outputs were left intact)"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return DistillError(f"cannot write {path} ({exc.strerror}): choose a writable output folder "
-                            "(earlier outputs were left intact)")
+        return DistillError(
+            f"cannot write {path} ({exc.strerror}): choose a writable output folder (earlier outputs were left intact)"
+        )
     return DistillError(f"could not write {path}: {exc.strerror or exc} (earlier outputs were left intact)")

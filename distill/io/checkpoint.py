@@ -17,8 +17,12 @@ CHECKPOINT_FORMAT = "distill.checkpoint/1"
 def save_checkpoint(path: str | Path, state: dict, config_key: str, identity: dict | None = None) -> Path:
     """Atomically save `state` (tensors, numbers, strings, lists, dicts) tagged with `config_key` (and the
     `identity` it hashes, so that a refused resume can name what differs)."""
-    payload = {"format": CHECKPOINT_FORMAT, "config_key": config_key, "state": state,
-               "identity": json.dumps(identity, sort_keys=True) if identity is not None else None}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config_key": config_key,
+        "state": state,
+        "identity": json.dumps(identity, sort_keys=True) if identity is not None else None,
+    }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -46,8 +50,10 @@ def load_checkpoint(path: str | Path, config_key: str, identity: dict | None = N
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise DistillError(f"{path} asks for more than tensors ({str(exc).splitlines()[0][:120]}); refusing to load "
-                           "it: delete it to start over") from None
+        raise DistillError(
+            f"{path} asks for more than tensors ({str(exc).splitlines()[0][:120]}); refusing to load "
+            "it: delete it to start over"
+        ) from None
     except Exception as exc:
         raise DistillError(f"{path} is damaged ({exc.__class__.__name__}): delete it to start over") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state" not in payload:
@@ -55,6 +61,8 @@ def load_checkpoint(path: str | Path, config_key: str, identity: dict | None = N
     if payload.get("config_key") != config_key:
         saved = payload.get("identity")
         what = describe_difference(json.loads(saved), identity) if isinstance(saved, str) and identity else ""
-        raise DistillError(f"{path} was written by a run with other settings{f' ({what})' if what else ''}: "
-                           "delete it, turn resuming off, or write this run elsewhere")
+        raise DistillError(
+            f"{path} was written by a run with other settings{f' ({what})' if what else ''}: "
+            "delete it, turn resuming off, or write this run elsewhere"
+        )
     return payload["state"]

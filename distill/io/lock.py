@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from distill.errors import DistillError
 
@@ -23,8 +23,9 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise DistillError(f"another run (pid {owner}) is writing {folder}: wait for it to finish or choose another "
-                           "output folder") from None
+        raise DistillError(
+            f"another run (pid {owner}) is writing {folder}: wait for it to finish or choose another output folder"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()

@@ -10,8 +10,9 @@ from einops import rearrange
 from distill.io.atomic import atomic_write
 
 
-def save_grid(path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_class: int = 10,
-              max_classes: int = 20) -> Path:
+def save_grid(
+    path: str | Path, pixels: torch.Tensor, num_classes: int, max_per_class: int = 10, max_classes: int = 20
+) -> Path:
     """Save class-major pixels [num_classes * ipc, C, H, W] in [0, 1] as a PNG grid: classes as rows, or
     as one row of classes when there is one image per class. Returns the path."""
     import matplotlib

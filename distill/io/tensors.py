@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from distill.errors import DistillError
-from distill.io.atomic import atomic_write
+from distill.io.atomic import atomic_write, atomic_write_json
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 METADATA_KEY = "distill"
@@ -51,7 +51,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
         try:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DistillError(f"{path} has a corrupt header ({exc.__class__.__name__}): delete it and re-create it") from None
+            raise DistillError(
+                f"{path} has a corrupt header ({exc.__class__.__name__}): delete it and re-create it"
+            ) from None
     if not isinstance(header, dict):
         raise DistillError(f"{path} has a corrupt header: delete it and re-create it")
     raw_meta = header.pop("__metadata__", {}) or {}
@@ -72,12 +74,16 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
             if dtype not in itemsizes or not (0 <= start <= end <= data_len) or end - start != count * itemsizes[dtype]:
                 raise ValueError
         except (KeyError, TypeError, ValueError):
-            raise DistillError(f"{path}: tensor '{name}' has an invalid entry (offsets, dtype or shape): "
-                               "the file is corrupt, delete it and re-create it") from None
+            raise DistillError(
+                f"{path}: tensor '{name}' has an invalid entry (offsets, dtype or shape): "
+                "the file is corrupt, delete it and re-create it"
+            ) from None
     return header, metadata
 
 
-def load_tensors(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load every tensor of a validated safetensors file. Returns (tensors, metadata dict)."""
     _, metadata = read_header(path)
     try:
@@ -102,3 +108,33 @@ def sha256_tensor(tensor: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+VERIFIED_CACHE = ".verified.json"
+
+
+def matches_sha256(path: str | os.PathLike, expected: str) -> bool:
+    """Whether `path` hashes to `expected`, hashing each file version only once.
+
+    A verified file's size and modification time go into `.verified.json` beside it; while both are
+    unchanged the file is not read again (a CIFAR-10 buffer is ~13 GB, and every job used to re-read
+    it). A folder that cannot be written to just hashes every time.
+    """
+    path = Path(path)
+    cache_path = path.parent / VERIFIED_CACHE
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if cache.get(path.name) == stamp:
+        return True
+    if sha256_file(path) != expected:
+        return False
+    try:
+        cache = {**(cache if isinstance(cache, dict) else {}), path.name: stamp}
+        atomic_write_json(cache_path, cache)
+    except DistillError:
+        pass
+    return True

@@ -18,7 +18,6 @@ from distill.io.lock import folder_lock
 from distill.jobs.common import Logger, in_config_terms, start
 from distill.parallel import barrier
 
-
 RECIPE_KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "dsa", "dsa_strategy", "gsam")
 
 
@@ -32,8 +31,10 @@ def check_same_recipe(folder: Path, config: dict) -> None:
         return
     for key in RECIPE_KEYS:
         if theirs.get(key) != config["buffers"].get(key):
-            raise DistillError(f"{folder} holds experts trained with buffers.{key}={theirs.get(key)!r}, this run asks "
-                               f"for {config['buffers'].get(key)!r}: choose another paths.buffers or delete the folder")
+            raise DistillError(
+                f"{folder} holds experts trained with buffers.{key}={theirs.get(key)!r}, this run asks "
+                f"for {config['buffers'].get(key)!r}: choose another paths.buffers or delete the folder"
+            )
 
 
 @in_config_terms
@@ -49,8 +50,9 @@ def _run_buffers(ctx) -> Path:
     cfg, rank = ctx.cfg, ctx.rank
     data = ctx.data()
     folder = cfg.buffers_folder()
-    check_folder_owner(folder, data.fingerprint, model_signature(cfg.model, data.channels, data.num_classes,
-                                                                 data.resolution))
+    check_folder_owner(
+        folder, data.fingerprint, model_signature(cfg.model, data.channels, data.num_classes, data.resolution)
+    )
     config = cfg.to_dict()
     check_same_recipe(folder, config)
     if cfg.buffers.import_from:
@@ -64,18 +66,39 @@ def _run_buffers(ctx) -> Path:
 
     def on_epoch(k: int, epoch: int, loss: float, acc: float) -> None:
         if k not in bars:
-            bars[k] = (tqdm(total=cfg.buffers.epochs, desc=f"expert {k} (rank {rank.rank})", unit="epoch",
-                            disable=not cfg.progress, leave=False), time.perf_counter())
+            bars[k] = (
+                tqdm(
+                    total=cfg.buffers.epochs,
+                    desc=f"expert {k} (rank {rank.rank})",
+                    unit="epoch",
+                    disable=not cfg.progress,
+                    leave=False,
+                ),
+                time.perf_counter(),
+            )
         bar, began = bars[k]
-        bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{acc:.3f}",
-                        img_s=f"{epoch * len(data.train_images) / (time.perf_counter() - began):.0f}")
+        bar.set_postfix(
+            loss=f"{loss:.3f}",
+            test_acc=f"{acc:.3f}",
+            img_s=f"{epoch * len(data.train_images) / (time.perf_counter() - began):.0f}",
+        )
         bar.update(1)
         if epoch == cfg.buffers.epochs:
             bar.close()
         logger.log({f"expert_{k}/train_loss": loss, f"expert_{k}/test_accuracy": acc, "epoch": epoch})
 
-    build_buffer(folder, data, cfg.model, cfg.buffers.recipe(), cfg.buffers.num_experts, cfg.seed, config, rank,
-                 on_epoch)
+    build_buffer(
+        folder,
+        data,
+        cfg.model,
+        cfg.buffers.recipe(),
+        cfg.buffers.num_experts,
+        cfg.seed,
+        config,
+        rank,
+        on_epoch,
+        parallel=cfg.buffers.parallel,
+    )
     logger.finish()
     return folder
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -13,7 +14,7 @@ from distill.config import Config, LoggerConfig, as_config_error, to_config
 from distill.data.prepare import PreparedData, prepare_data
 from distill.data.preprocess import Preprocessor
 from distill.errors import DistillError, SettingError
-from distill.parallel import Rank, choose_device, init_distributed
+from distill.parallel import Rank, barrier, choose_device, init_distributed
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -28,7 +29,13 @@ class Context:
     dtype: torch.dtype
 
     def data(self, preprocessor: Preprocessor | None = None) -> PreparedData:
-        return prepare_data(self.cfg.dataset, self.device, self.dtype, preprocessor)
+        """The prepared dataset; under torchrun rank 0 goes first, so the others load what it cached (ZCA)."""
+        if self.rank.world > 1 and not self.rank.is_main:
+            barrier(self.rank)
+        data = prepare_data(self.cfg.dataset, self.device, self.dtype, preprocessor)
+        if self.rank.world > 1 and self.rank.is_main:
+            barrier(self.rank)
+        return data
 
 
 def in_config_terms(job: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,8 +69,9 @@ class Logger:
                 import wandb
             except ImportError:
                 raise DistillError("logger=wandb needs the wandb package: pip install wandb") from None
-            self.run = wandb.init(project=settings.project, entity=settings.entity, mode=settings.mode,
-                                  job_type=job, config=config)
+            self.run = wandb.init(
+                project=settings.project, entity=settings.entity, mode=settings.mode, job_type=job, config=config
+            )
 
     def log(self, values: dict, step: int | None = None) -> None:
         if self.run is not None:

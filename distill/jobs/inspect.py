@@ -19,22 +19,48 @@ def describe(path: str | Path) -> dict:
     if (path / "manifest.json").is_file():
         manifest = json.loads((path / "manifest.json").read_text())
         experts = manifest.get("experts", [])
-        return {"kind": "buffer", "folder": str(path), "dataset": manifest.get("dataset_fingerprint"),
-                "model": manifest.get("model", {}).get("name"), "model_options": manifest.get("model", {}).get("options"),
-                "parameters": manifest.get("model", {}).get("num_params"), "experts": len(experts),
-                "epochs": manifest.get("epochs"),
-                "final_test_accuracy": [round(e["test_accuracy"][-1], 4) for e in experts if e.get("test_accuracy")]}
+        return {
+            "kind": "buffer",
+            "folder": str(path),
+            "dataset": manifest.get("dataset_fingerprint"),
+            "model": manifest.get("model", {}).get("name"),
+            "model_options": manifest.get("model", {}).get("options"),
+            "parameters": manifest.get("model", {}).get("num_params"),
+            "experts": len(experts),
+            "epochs": manifest.get("epochs"),
+            "final_test_accuracy": [round(e["test_accuracy"][-1], 4) for e in experts if e.get("test_accuracy")],
+        }
     if is_official_set(path):
         import torch
 
-        shapes = {name: list(torch.load(path / name, map_location="cpu", weights_only=True).shape)
-                  for name in OFFICIAL_FILES}
+        shapes = {
+            name: list(torch.load(path / name, map_location="cpu", weights_only=True).shape) for name in OFFICIAL_FILES
+        }
         return {"kind": "official set", "folder": str(path), "shapes": shapes}
     synthetic, _, meta = load_artifact(path)
-    return {"kind": "distilled set", "path": str(path), "images": list(synthetic["images"].shape),
-            "label_logits": list(synthetic["label_logits"].shape), "lr": float(synthetic["lr"]),
-            **{k: meta.get(k) for k in ("method", "ipc", "model", "model_options", "soft_labels", "iteration",
-                                        "selection", "selection_score", "buffer", "dataset_fingerprint", "sha256")}}
+    return {
+        "kind": "distilled set",
+        "path": str(path),
+        "images": list(synthetic["images"].shape),
+        "label_logits": list(synthetic["label_logits"].shape),
+        "lr": float(synthetic["lr"]),
+        **{
+            k: meta.get(k)
+            for k in (
+                "method",
+                "ipc",
+                "model",
+                "model_options",
+                "soft_labels",
+                "iteration",
+                "selection",
+                "selection_score",
+                "buffer",
+                "dataset_fingerprint",
+                "sha256",
+            )
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,13 +38,18 @@ def run_pipeline(cfg: Config) -> list[dict]:
         grid = results / f"{cfg.dataset.name}_{sub.distill.method}_ipc{ipc}_grid.png"
         atomic_write_bytes(grid, (out / "grid.png").read_bytes())
         # the full-dataset baseline does not depend on IPC: train it once
-        evaluation = dataclasses.replace(sub.eval, artifact=str(out / "distilled.safetensors"),
-                                         baselines=[b for b in sub.eval.baselines if b != "full" or i == 0])
+        evaluation = dataclasses.replace(
+            sub.eval,
+            artifact=str(out / "distilled.safetensors"),
+            baselines=[b for b in sub.eval.baselines if b != "full" or i == 0],
+        )
         t0 = time.perf_counter()
         records += run_evaluate(dataclasses.replace(sub, eval=evaluation))
         timings[f"evaluate_ipc{ipc}"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    atomic_write_json(results / f"{cfg.dataset.name}_pipeline_timings.json", {k: round(v, 1) for k, v in timings.items()})
+    atomic_write_json(
+        results / f"{cfg.dataset.name}_pipeline_timings.json", {k: round(v, 1) for k, v in timings.items()}
+    )
     print(cfg.table_path().read_text())
     print(f"grids: {results}/{cfg.dataset.name}_*_grid.png")
     print("stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

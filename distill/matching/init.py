@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,11 +29,12 @@ def init_noise(shape: tuple[int, ...], seed: int, device: torch.device | str, dt
 
 @torch.no_grad()
 def _predict(classifier: Classifier, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    return torch.cat([classifier(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+    return torch.cat([classifier(images[i : i + chunk]) for i in range(0, len(images), chunk)])
 
 
-def init_correct(images: torch.Tensor, labels: torch.Tensor, ipc: int, num_classes: int,
-                 experts: Sequence[Classifier], seed: int) -> torch.Tensor:
+def init_correct(
+    images: torch.Tensor, labels: torch.Tensor, ipc: int, num_classes: int, experts: Sequence[Classifier], seed: int
+) -> torch.Tensor:
     """`ipc` real images per class that a trained expert classifies correctly (DATM's default).
 
     For each class the images are shuffled and scanned with expert 0; the first `ipc` predicted
@@ -45,7 +46,9 @@ def init_correct(images: torch.Tensor, labels: torch.Tensor, ipc: int, num_class
     for cls in range(num_classes):
         members = torch.nonzero(labels.cpu() == cls).flatten()
         if len(members) < ipc:
-            raise DistillError(f"class {cls} has {len(members)} training images, fewer than ipc={ipc}: lower distill.ipc")
+            raise DistillError(
+                f"class {cls} has {len(members)} training images, fewer than ipc={ipc}: lower distill.ipc"
+            )
         members = members[torch.randperm(len(members), generator=generator)]
         chosen: list[int] = []
         for expert in experts:
@@ -58,13 +61,17 @@ def init_correct(images: torch.Tensor, labels: torch.Tensor, ipc: int, num_class
             if len(chosen) == ipc:
                 break
         if len(chosen) < ipc:
-            raise DistillError(f"class {cls}: only {len(chosen)} images are classified correctly by the "
-                               f"{len(experts)} experts, ipc={ipc} needed: use distill.pix_init=real")
+            raise DistillError(
+                f"class {cls}: only {len(chosen)} images are classified correctly by the "
+                f"{len(experts)} experts, ipc={ipc} needed: use distill.pix_init=real"
+            )
         chosen_all.extend(chosen)
     return images[torch.tensor(chosen_all, device=images.device)].clone()
 
 
-def init_label_logits(images: torch.Tensor, classes: torch.Tensor, experts: Sequence[Classifier]) -> tuple[torch.Tensor, float]:
+def init_label_logits(
+    images: torch.Tensor, classes: torch.Tensor, experts: Sequence[Classifier]
+) -> tuple[torch.Tensor, float]:
     """Initial learnable logits [N, K]: per image, the mean logits of the experts that classify it correctly.
 
     Raw logits are averaged (no softmax or temperature), as in DATM. An image no expert classifies
@@ -80,8 +87,9 @@ def init_label_logits(images: torch.Tensor, classes: torch.Tensor, experts: Sequ
     return logits, accuracy
 
 
-def init_label_logits_one_expert(images: torch.Tensor, classes: torch.Tensor, expert: Classifier
-                                 ) -> tuple[torch.Tensor, float]:
+def init_label_logits_one_expert(
+    images: torch.Tensor, classes: torch.Tensor, expert: Classifier
+) -> tuple[torch.Tensor, float]:
     """Initial learnable logits [N, K] for `pix_init=real`: one expert's raw logits, unfiltered, as DATM does
     there (real images need not be classified correctly, so there is no correct-only average to take).
 

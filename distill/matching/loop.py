@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from distill.errors import DistillError
 from distill.matching.settings import DistillSettings
-from distill.matching.unroll import make_engine, make_plan
-from distill.matching.window import Window, sample_start_epoch, upper_bound
+from distill.matching.unroll import MatchResult, Shard, UnrollPlan, make_engine, make_plan
+from distill.matching.window import sample_start_epoch, upper_bound
 from distill.models.flat import FlatModel
 
 
@@ -25,6 +26,20 @@ class ExpertSource(Protocol):
     def __len__(self) -> int: ...
 
     def params(self, k: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor: ...
+
+
+def mean_result(results: list[MatchResult]) -> MatchResult:
+    """The mean loss and gradients of several samples (one sample: itself)."""
+    if len(results) == 1:
+        return results[0]
+    n = len(results)
+    labels = None if results[0].grad_labels is None else sum(r.grad_labels for r in results) / n
+    return MatchResult(
+        sum(r.loss for r in results) / n,
+        sum(r.grad_images for r in results) / n,
+        labels,
+        sum(r.grad_lr for r in results) / n,
+    )
 
 
 class SkipLimitReached(DistillError):
@@ -49,13 +64,26 @@ class Distiller:
     """Holds the synthetic set (images, label logits, student lr), its optimisers and RNG; `step()` advances it.
 
     images [N, C, H, W] and classes [N] are class-major; label_logits [N, K] are learned when
-    `settings.soft_labels`, else the student trains on one-hot targets of `classes`.
+    `settings.soft_labels`, else the student trains on one-hot targets of `classes`. Under torchrun
+    every rank holds the same state and `shard` says which slice of each minibatch it computes:
+    the ranks take identical steps.
     """
 
-    def __init__(self, settings: DistillSettings, experts: ExpertSource, student: FlatModel, images: torch.Tensor,
-                 label_logits: torch.Tensor, syn_lr: float, classes: torch.Tensor, num_classes: int, seed: int):
+    def __init__(
+        self,
+        settings: DistillSettings,
+        experts: ExpertSource,
+        student: FlatModel,
+        images: torch.Tensor,
+        label_logits: torch.Tensor,
+        syn_lr: float,
+        classes: torch.Tensor,
+        num_classes: int,
+        seed: int,
+        shard: Shard = Shard(),
+    ):
         self.settings, self.experts, self.student = settings, experts, student
-        self.engine = make_engine(settings.engine, student)
+        self.engine = make_engine(settings.engine, student, shard)
         self.device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.label_logits = label_logits.detach().clone().requires_grad_(settings.soft_labels)
@@ -84,22 +112,55 @@ class Distiller:
         self.expert_cursor += 1
         return k
 
-    def step(self) -> StepRecord:
-        """One iteration: draw expert and t, unroll N student steps, match theta*_{t+M}, maybe update."""
+    def draw(self) -> tuple[int, int, UnrollPlan]:
+        """The next trajectory sample: (expert, start epoch t, the unroll's minibatches and augmentation)."""
         s = self.settings
-        started = time.perf_counter()
         k = self.next_expert()
         t = sample_start_epoch(s.window, self.iteration, self.generator)
+        plan = make_plan(len(self.images), s.batch_syn, s.syn_steps, self.generator, s.augmentation)
+        return k, t, plan.on(self.device, *self.images.shape[-2:])
+
+    def match(self, k: int, t: int, plan: UnrollPlan) -> MatchResult | None:
+        """The matching loss and its gradients for one sample; None when the expert's vectors are not finite."""
+        s = self.settings
         start = self.experts.params(k, t, self.device).to(self.images.dtype)
         target = self.experts.params(k, t + s.expert_epochs, self.device).to(self.images.dtype)
-        plan = make_plan(len(self.images), s.batch_syn, s.syn_steps, self.generator, s.augmentation)
-        reason = None
         if not (torch.isfinite(start).all() and torch.isfinite(target).all()):
+            return None
+        return self.engine(
+            start,
+            target,
+            self.images,
+            self.label_logits if s.soft_labels else None,
+            self.hard_targets,
+            self.syn_lr,
+            plan,
+        )
+
+    def apply(self, result: MatchResult) -> None:
+        """Step the images, the lr and (soft labels) the label logits along `result`'s gradients."""
+        self.images.grad, self.syn_lr.grad = result.grad_images, result.grad_lr
+        self.opt_images.step()
+        self.opt_lr.step()
+        if self.settings.soft_labels:
+            self.label_logits.grad = result.grad_labels
+            self.opt_labels.step()
+        with torch.no_grad():
+            # the reference lets the learned lr go negative; a clamp keeps SGD on it otherwise unchanged
+            self.syn_lr.clamp_(min=self.settings.min_syn_lr)
+
+    def step(self) -> StepRecord:
+        """One iteration: draw `trajectories_per_iteration` (expert, t) samples (1 = the paper), unroll N
+        student steps from each, match theta*_{t+M}; update along the mean gradient unless skipped."""
+        s = self.settings
+        started = time.perf_counter()
+        samples = [self.draw() for _ in range(s.trajectories_per_iteration)]
+        results = [self.match(*sample) for sample in samples]
+        reason, loss = None, torch.tensor(float("nan"))
+        if any(r is None for r in results):
             reason = "expert parameters not finite"
-            loss = torch.tensor(float("nan"))
         else:
-            result = self.engine(start, target, self.images, self.label_logits if s.soft_labels else None,
-                                 self.hard_targets, self.syn_lr, plan)
+            result = mean_result(results)
             loss = result.loss
             grads = [result.grad_images, result.grad_lr] + ([result.grad_labels] if s.soft_labels else [])
             if not torch.isfinite(loss):
@@ -109,21 +170,22 @@ class Distiller:
             elif not all(torch.isfinite(g).all() for g in grads):
                 reason = "gradient not finite"
         if reason is None:
-            self.images.grad, self.syn_lr.grad = result.grad_images, result.grad_lr
-            self.opt_images.step()
-            self.opt_lr.step()
-            if s.soft_labels:
-                self.label_logits.grad = result.grad_labels
-                self.opt_labels.step()
-            with torch.no_grad():
-                # the reference lets the learned lr go negative; a clamp keeps SGD on it otherwise unchanged
-                self.syn_lr.clamp_(min=s.min_syn_lr)
+            self.apply(result)
             self.consecutive_skips = 0
         else:
             self.skipped += 1
             self.consecutive_skips += 1
-        record = StepRecord(self.iteration, k, t, upper_bound(s.window, self.iteration), float(loss), reason,
-                            float(self.syn_lr.detach()), time.perf_counter() - started)
+        k, t, _ = samples[0]
+        record = StepRecord(
+            self.iteration,
+            k,
+            t,
+            upper_bound(s.window, self.iteration),
+            float(loss),
+            reason,
+            float(self.syn_lr.detach()),
+            time.perf_counter() - started,
+        )
         self.iteration += 1
         if self.consecutive_skips >= s.max_consecutive_skips:
             raise SkipLimitReached(f"{self.consecutive_skips} updates in a row were skipped (last: {reason})")
@@ -132,8 +194,12 @@ class Distiller:
     def current_set(self) -> dict[str, torch.Tensor]:
         """Detached copies: images [N, C, H, W], label_logits [N, K], lr [], classes [N]."""
         labels = self.label_logits if self.settings.soft_labels else self.hard_targets
-        return {"images": self.images.detach().clone(), "label_logits": labels.detach().clone(),
-                "lr": self.syn_lr.detach().clone(), "classes": self.classes.detach().clone()}
+        return {
+            "images": self.images.detach().clone(),
+            "label_logits": labels.detach().clone(),
+            "lr": self.syn_lr.detach().clone(),
+            "classes": self.classes.detach().clone(),
+        }
 
     def record_score(self, score: float) -> bool:
         """Keep the current set as the best if `score` beats the best so far; returns whether it did."""
@@ -147,12 +213,21 @@ class Distiller:
         """Everything needed to continue bit-identically (tensors on CPU, plain Python otherwise)."""
         cpu = lambda t: t.detach().cpu().clone()  # noqa: E731
         return {
-            "images": cpu(self.images), "label_logits": cpu(self.label_logits), "syn_lr": cpu(self.syn_lr),
-            "opt_images": self.opt_images.state_dict(), "opt_lr": self.opt_lr.state_dict(),
-            "opt_labels": self.opt_labels.state_dict(), "generator": self.generator.get_state(),
-            "expert_order": self.expert_order.clone(), "expert_cursor": self.expert_cursor,
-            "iteration": self.iteration, "skipped": self.skipped, "consecutive_skips": self.consecutive_skips,
-            "last_eval": self.last_eval, "best": dict(self.best), "best_set": {k: cpu(v) for k, v in self.best_set.items()} if self.best_set else None,
+            "images": cpu(self.images),
+            "label_logits": cpu(self.label_logits),
+            "syn_lr": cpu(self.syn_lr),
+            "opt_images": self.opt_images.state_dict(),
+            "opt_lr": self.opt_lr.state_dict(),
+            "opt_labels": self.opt_labels.state_dict(),
+            "generator": self.generator.get_state(),
+            "expert_order": self.expert_order.clone(),
+            "expert_cursor": self.expert_cursor,
+            "iteration": self.iteration,
+            "skipped": self.skipped,
+            "consecutive_skips": self.consecutive_skips,
+            "last_eval": self.last_eval,
+            "best": dict(self.best),
+            "best_set": {k: cpu(v) for k, v in self.best_set.items()} if self.best_set else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -172,13 +247,19 @@ class Distiller:
         self.consecutive_skips = int(state["consecutive_skips"])
         self.last_eval = int(state["last_eval"])
         self.best = dict(state["best"])
-        self.best_set = ({k: v.to(self.device) for k, v in state["best_set"].items()} if state["best_set"] else None)
+        self.best_set = {k: v.to(self.device) for k, v in state["best_set"].items()} if state["best_set"] else None
 
 
-def run_loop(distiller: Distiller, iterations: int, eval_every: int, evaluate: Callable[[dict], float] | None,
-             checkpoint: Callable[[Distiller], None], checkpoint_every: int,
-             on_step: Callable[[StepRecord], None] = lambda r: None,
-             on_eval: Callable[[int, float, bool], None] = lambda it, score, best: None) -> Distiller:
+def run_loop(
+    distiller: Distiller,
+    iterations: int,
+    eval_every: int,
+    evaluate: Callable[[dict], float] | None,
+    checkpoint: Callable[[Distiller], None],
+    checkpoint_every: int,
+    on_step: Callable[[StepRecord], None] = lambda r: None,
+    on_eval: Callable[[int, float, bool], None] = lambda it, score, best: None,
+) -> Distiller:
     """Advance `distiller` to `iterations`, evaluating the current set every `eval_every` iterations
     (before that iteration's update, and once at the end) and checkpointing every `checkpoint_every`.
 

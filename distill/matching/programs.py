@@ -14,7 +14,7 @@ Shapes are static within a run, so each program compiles once per batch shape an
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.func import grad, vjp
@@ -43,8 +43,14 @@ class StepPrograms:
             return (g, *pullback(a))
 
         self._eager = {"gradient": gradient, "adjoint": adjoint}
-        self._compiled = ({name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
-                           for name, fn in self._eager.items()} if compile else None)
+        self._compiled = (
+            {
+                name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+                for name, fn in self._eager.items()
+            }
+            if compile
+            else None
+        )
 
     @property
     def compiled(self) -> bool:
@@ -55,8 +61,9 @@ class StepPrograms:
         """g = d CE(f(x; w), p) / dw [P] for w [P], x [B, C, H, W], p [B, K]."""
         return self._run("gradient", w, x, p)
 
-    def adjoint(self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def adjoint(
+        self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g [P], a.dg/dw [P], a.dg/dx [B, C, H, W], a.dg/dp [B, K]) for an adjoint a [P]."""
         return self._run("adjoint", w, x, p, a)
 
@@ -68,7 +75,11 @@ class StepPrograms:
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly instead
             cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
             reason = (str(cause).strip().splitlines() or [""])[0][:200]
-            warnings.warn(f"torch.compile failed for the {name} program ({type(cause).__name__}: {reason}); "
-                          "running the engine eagerly", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"torch.compile failed for the {name} program ({type(cause).__name__}: {reason}); "
+                "running the engine eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             self._compiled = None
             return self._eager[name](*args)

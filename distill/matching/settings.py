@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from distill import checks
 from distill.data.augment import DEFAULT_STRATEGY, parse_strategy
@@ -24,6 +23,7 @@ class DistillSettings:
     ipc: int = 10
     iterations: int = 200
     syn_steps: int = 20  # N: student steps per iteration
+    trajectories_per_iteration: int = 1  # (expert, t) samples whose gradients are averaged per update (1 = paper)
     expert_epochs: int = 2  # M: the target is the expert at epoch t + M
     min_start_epoch: int = 0  # T-
     current_max_start_epoch: int = 10  # T: upper bound of the window at iteration 0 (sequential generation)
@@ -38,11 +38,11 @@ class DistillSettings:
     momentum_y: float = 0.9
     lr_teacher: float = 0.01  # initial student learning rate (learned)
     min_syn_lr: float = 1e-6  # the learned lr is clamped here after every step (kept positive)
-    batch_syn: Optional[int] = None  # None = the whole synthetic set every step
+    batch_syn: int | None = None  # None = the whole synthetic set every step
     threshold: float = 1.0  # skip the update when the matching loss is above this (or not finite)
     pix_init: str = "correct"  # real | correct | noise
     soft_labels: bool = True  # False = MTT: fixed one-hot labels
-    label_init_experts: Optional[int] = None  # how many experts average the initial logits (None = all)
+    label_init_experts: int | None = None  # how many experts average the initial logits (None = all)
     engine: str = "compiled"  # compiled | flat | plain: the same exact gradient (docs/method.md §2)
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
@@ -55,10 +55,22 @@ class DistillSettings:
     max_consecutive_skips: int = 100  # stop (writing the outputs) when this many updates in a row are skipped
 
     def __post_init__(self) -> None:
-        for name, minimum in (("ipc", 1), ("iterations", 0), ("syn_steps", 1), ("expert_epochs", 1),
-                              ("min_start_epoch", 0), ("current_max_start_epoch", 1), ("max_start_epoch", 1),
-                              ("expansion_end_iteration", 1), ("eval_every", 0), ("eval_runs", 1),
-                              ("eval_epochs", 1), ("checkpoint_every", 1), ("max_consecutive_skips", 1)):
+        for name, minimum in (
+            ("ipc", 1),
+            ("iterations", 0),
+            ("syn_steps", 1),
+            ("trajectories_per_iteration", 1),
+            ("expert_epochs", 1),
+            ("min_start_epoch", 0),
+            ("current_max_start_epoch", 1),
+            ("max_start_epoch", 1),
+            ("expansion_end_iteration", 1),
+            ("eval_every", 0),
+            ("eval_runs", 1),
+            ("eval_epochs", 1),
+            ("checkpoint_every", 1),
+            ("max_consecutive_skips", 1),
+        ):
             checks.integer(self, name, minimum)
         checks.integer(self, "batch_syn", 1, nullable=True)
         checks.integer(self, "label_init_experts", 1, nullable=True)
@@ -68,10 +80,14 @@ class DistillSettings:
             checks.fraction(self, name)
         if self.min_start_epoch >= self.max_start_epoch:
             checks.fail(self, "min_start_epoch", f"must be < max_start_epoch = {self.max_start_epoch}")
-        if self.sequential_generation and not (self.min_start_epoch < self.current_max_start_epoch
-                                               <= self.max_start_epoch):
-            checks.fail(self, "current_max_start_epoch", "must lie in (min_start_epoch, max_start_epoch] = "
-                        f"({self.min_start_epoch}, {self.max_start_epoch}]")
+        if self.sequential_generation and not (
+            self.min_start_epoch < self.current_max_start_epoch <= self.max_start_epoch
+        ):
+            checks.fail(
+                self,
+                "current_max_start_epoch",
+                f"must lie in (min_start_epoch, max_start_epoch] = ({self.min_start_epoch}, {self.max_start_epoch}]",
+            )
         checks.choice(self, "pix_init", PIX_INITS)
         checks.choice(self, "engine", ENGINES)
         checks.choice(self, "selection", SELECTIONS)
@@ -79,8 +95,13 @@ class DistillSettings:
 
     @property
     def window(self) -> Window:
-        return Window(self.min_start_epoch, self.current_max_start_epoch, self.max_start_epoch,
-                      self.expansion_end_iteration, self.sequential_generation)
+        return Window(
+            self.min_start_epoch,
+            self.current_max_start_epoch,
+            self.max_start_epoch,
+            self.expansion_end_iteration,
+            self.sequential_generation,
+        )
 
     @property
     def required_epochs(self) -> int:

@@ -15,12 +15,19 @@ class LeNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, resolution: tuple[int, int]):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, kernel_size=5, padding=2 if channels == 1 else 0), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(channels, 6, kernel_size=5, padding=2 if channels == 1 else 0),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(feature_count(self.features, channels, resolution), 120), nn.ReLU(),
-            nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes),
+            nn.Linear(feature_count(self.features, channels, resolution), 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,11 +40,19 @@ class AlexNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, resolution: tuple[int, int]):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 128, kernel_size=5, padding=4 if channels == 1 else 2), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(128, 192, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(192, 256, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(256, 192, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(192, 192, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(channels, 128, kernel_size=5, padding=4 if channels == 1 else 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(128, 192, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(192, 256, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(256, 192, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(192, 192, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2),
         )
         self.classifier = nn.Linear(feature_count(self.features, channels, resolution), num_classes)
 
@@ -78,8 +93,9 @@ class MLP(nn.Module):
     def __init__(self, channels: int, num_classes: int, resolution: tuple[int, int], hidden: int = 128):
         super().__init__()
         inputs = channels * resolution[0] * resolution[1]
-        self.classifier = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                        nn.Linear(hidden, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x.flatten(1))

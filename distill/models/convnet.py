@@ -12,8 +12,17 @@ from distill.models.registry import feature_count, register_model
 class ConvNet(nn.Module):
     """Images [B, C, H, W] -> logits [B, num_classes]."""
 
-    def __init__(self, channels: int, num_classes: int, resolution: tuple[int, int], width: int = 128,
-                 depth: int = 3, act: str = "relu", norm: str = "instancenorm", pool: str = "avgpooling"):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        resolution: tuple[int, int],
+        width: int = 128,
+        depth: int = 3,
+        act: str = "relu",
+        norm: str = "instancenorm",
+        pool: str = "avgpooling",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         in_channels, size = channels, list(resolution)

@@ -30,8 +30,7 @@ class FlatModel:
         """Views of `flat` [P] keyed by parameter name, each with its parameter's shape."""
         if flat.shape != (self.num_params,):
             raise ValueError(f"expected a flat vector of {self.num_params} parameters, got {tuple(flat.shape)}")
-        return {name: piece.view(shape)
-                for name, piece, shape in zip(self.names, flat.split(self.numels), self.shapes)}
+        return {name: piece.view(shape) for name, piece, shape in zip(self.names, flat.split(self.numels), self.shapes)}
 
     def load(self, flat: torch.Tensor) -> None:
         """Copy `flat` [P] into the module's parameters."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,9 +32,16 @@ def model_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(name: str, channels: int, num_classes: int, resolution: int | tuple[int, int],
-                seed: int | None = None, device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32, **options) -> nn.Module:
+def build_model(
+    name: str,
+    channels: int,
+    num_classes: int,
+    resolution: int | tuple[int, int],
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **options,
+) -> nn.Module:
     """Build model `name` for images [*, channels, H, W] and `num_classes` outputs.
 
     `seed` makes the random initialisation reproducible (drawn from a private generator state, the
@@ -50,8 +58,10 @@ def build_model(name: str, channels: int, num_classes: int, resolution: int | tu
         try:
             model = _BUILDERS[name](channels=channels, num_classes=num_classes, resolution=size, **options)
         except (RuntimeError, ValueError) as exc:
-            raise DistillError(f"model '{name}' cannot take {channels}x{size[0]}x{size[1]} images ({exc}): "
-                               "choose another model or resolution") from None
+            raise DistillError(
+                f"model '{name}' cannot take {channels}x{size[0]}x{size[1]} images ({exc}): "
+                "choose another model or resolution"
+            ) from None
         except TypeError as exc:
             raise DistillError(f"model '{name}': bad option ({exc})") from None
     return model.to(device=device, dtype=dtype)
@@ -68,11 +78,19 @@ class ModelSpec:
     name: str = "convnet"
     options: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, channels: int, num_classes: int, resolution: int | tuple[int, int], seed: int | None = None,
-              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    def build(
+        self,
+        channels: int,
+        num_classes: int,
+        resolution: int | tuple[int, int],
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> nn.Module:
         """`build_model(self.name, ..., **self.options)`."""
-        return build_model(self.name, channels, num_classes, resolution, seed=seed, device=device, dtype=dtype,
-                           **dict(self.options))
+        return build_model(
+            self.name, channels, num_classes, resolution, seed=seed, device=device, dtype=dtype, **dict(self.options)
+        )
 
 
 def feature_count(features: nn.Module, channels: int, resolution: tuple[int, int]) -> int:

@@ -30,8 +30,9 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(norm, planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, conv_stride, bias=False), *down,
-                                          _norm(norm, planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, conv_stride, bias=False), *down, _norm(norm, planes)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -42,8 +43,15 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """Images [B, C, H, W] -> logits. Stages of 2 blocks at 64/128/256/512 channels, strides 1/2/2/2."""
 
-    def __init__(self, channels: int, num_classes: int, resolution: tuple[int, int], norm: str = "instancenorm",
-                 avg_pool_downsample: bool = False, stem_stride: int = 1):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        resolution: tuple[int, int],
+        norm: str = "instancenorm",
+        avg_pool_downsample: bool = False,
+        stem_stride: int = 1,
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(channels, 64, 3, stem_stride, 1, bias=False), _norm(norm, 64), nn.ReLU()]
         in_planes = 64

@@ -1,0 +1,141 @@
+"""Data-parallel distillation: K torchrun ranks split every minibatch and take the steps one process takes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.matching.unroll import Shard, make_engine
+from distill.models import FlatModel, build_model
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A toy run in float64 with DSA, soft labels and uneven minibatches (8 images in batches of 3, 3, 2):
+# rank 0 writes the set after three iterations of each engine.
+SCRIPT = """
+import sys, torch
+from distill.matching.init import synthetic_classes
+from distill.matching.loop import Distiller
+from distill.matching.settings import DistillSettings
+from distill.matching.unroll import Shard
+from distill.models import FlatModel, build_model
+from distill.parallel import init_distributed, shutdown
+
+class Experts:
+    epochs = 4
+    def __init__(self, start):
+        g = torch.Generator().manual_seed(1)
+        self.path = [[start + 0.02 * e * torch.randn(start.shape, generator=g, dtype=start.dtype) for e in range(5)]
+                     for _ in range(2)]
+    def __len__(self):
+        return 2
+    def params(self, k, epoch, device="cpu"):
+        return self.path[k][epoch].to(device)
+
+rank = init_distributed("cpu")
+torch.manual_seed(0)
+out = {}
+for engine in ("plain", "flat"):
+    student = FlatModel(build_model("convnet", 1, 4, 8, seed=0, width=6, depth=2, dtype=torch.float64))
+    settings = DistillSettings(ipc=2, syn_steps=4, expert_epochs=2, min_start_epoch=0, current_max_start_epoch=2,
+                               max_start_epoch=3, expansion_end_iteration=2, lr_img=10.0, lr_lr=1e-3, lr_y=2.0,
+                               threshold=1e9, batch_syn=3, engine=engine)
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(8, 1, 8, 8, generator=g, dtype=torch.float64)
+    logits = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    distiller = Distiller(settings, Experts(student.flatten()), student, images, logits, 0.05,
+                          synthetic_classes(4, 2), 4, seed=3, shard=Shard(rank.rank, rank.world))
+    losses = [distiller.step().loss for _ in range(3)]
+    out[engine] = {**distiller.current_set(), "losses": torch.tensor(losses), "start": images}
+if rank.is_main:
+    torch.save(out, sys.argv[1])
+shutdown()
+"""
+
+
+def _run(tmp_path: Path, ranks: int) -> dict:
+    script, result = tmp_path / "toy.py", tmp_path / f"out{ranks}.pt"
+    script.write_text(SCRIPT)
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+    done = subprocess.run(
+        [sys.executable, *launcher, str(script), str(result)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(result, weights_only=True)
+
+
+def test_two_gloo_ranks_take_the_steps_of_one_process_with_both_engines(tmp_path):
+    one, two = _run(tmp_path, 1), _run(tmp_path, 2)
+    for engine in ("plain", "flat"):
+        for key in ("images", "label_logits", "lr", "losses"):
+            a, b = one[engine][key], two[engine][key]
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (engine, key, float((a - b).abs().max()))
+        assert float((one[engine]["images"] - one[engine]["start"]).abs().max()) > 1e-3  # the updates happened
+
+
+def test_shards_cover_a_minibatch_and_refuse_more_ranks_than_images():
+    assert [Shard(r, 3).bounds(8) for r in range(3)] == [(0, 3), (3, 6), (6, 8)]
+    with pytest.raises(DistillError, match="4 ranks share minibatches of 3 images: use at most 3 ranks"):
+        Shard(0, 4).bounds(3)
+
+
+def test_batch_norm_models_are_refused_for_split_minibatches():
+    student = FlatModel(build_model("convnet_bn", 1, 4, 8, width=4, depth=1))
+    with pytest.raises(DistillError, match="has batch norm.*distil it in one process"):
+        make_engine("flat", student, Shard(0, 2))
+    make_engine("flat", student, Shard(0, 1))  # one process is fine
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(tiny_buffer, tmp_path):
+    _, folder = tiny_buffer
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    common = ["-m", "distill.jobs.distill", *TINY, f"paths.buffers={folder}", "device=cpu"]
+    whole = subprocess.run(
+        [sys.executable, *common, "distill.iterations=4", f"paths.distill={tmp_path}/one"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    part = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            *common,
+            "distill.iterations=2",
+            f"paths.distill={tmp_path}/two",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert part.returncode == 0, part.stderr[-2000:]
+    rest = subprocess.run(
+        [sys.executable, *common, "distill.iterations=4", f"paths.distill={tmp_path}/two"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rest.returncode == 0 and "resumed from" in rest.stdout + rest.stderr, rest.stderr[-2000:]
+    from distill.io.artifact import load_artifact
+
+    a, _, _ = load_artifact(tmp_path / "one" / "distilled_last.safetensors")
+    b, _, meta = load_artifact(tmp_path / "two" / "distilled_last.safetensors")
+    for key in ("images", "label_logits", "lr"):
+        scale = float(a[key].abs().max())
+        assert float((a[key] - b[key]).abs().max()) <= 1e-4 * scale, key

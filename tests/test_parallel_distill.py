@@ -95,6 +95,7 @@ def test_batch_norm_models_are_refused_for_split_minibatches():
     make_engine("flat", student, Shard(0, 1))  # one process is fine
 
 
+@pytest.mark.slow
 def test_a_two_rank_checkpoint_resumes_in_one_process(tiny_buffer, tmp_path):
     _, folder = tiny_buffer
     env = {**os.environ, "WANDB_MODE": "disabled"}

@@ -111,3 +111,37 @@ def test_paper_presets_without_zca_use_the_reference_constants(tmp_path):
         "mtt_tiny_ipc10",
         "mtt_tiny_ipc50",
     }
+
+
+def test_paper_presets_hold_their_table_cell_and_little_else():
+    import yaml
+
+    allowed = {
+        "ipc",
+        "iterations",
+        "syn_steps",
+        "expert_epochs",
+        "min_start_epoch",
+        "current_max_start_epoch",
+        "max_start_epoch",
+        "sequential_generation",
+        "expansion_end_iteration",
+        "lr_img",
+        "lr_lr",
+        "lr_y",
+        "lr_teacher",
+        "batch_syn",
+        "threshold",
+        "pix_init",
+        "eval_every",
+        "eval_epochs",
+        "checkpoint_every",
+    }
+    for preset in PRESETS:
+        if not preset.startswith(("datm_", "mtt_")):
+            continue
+        data = yaml.safe_load((Path(CONFIG_DIR) / "experiment" / f"{preset}.yaml").read_text())
+        method = preset.split("_")[0]
+        assert {"/recipe": method} in data["defaults"], preset
+        assert set(data["distill"]) <= allowed, (preset, set(data["distill"]) - allowed)
+        assert "buffers" not in data and "paths" not in data, preset  # the recipe group and hashed folders

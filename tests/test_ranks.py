@@ -10,7 +10,9 @@ SCRIPT = """
 import os, torch
 from distill.parallel import gather_objects, init_distributed, shutdown
 rank = init_distributed("cpu")
-print("ranks", gather_objects((rank.rank, rank.local_world, torch.get_num_threads()), rank), flush=True)
+seen = gather_objects((rank.rank, rank.local_world, torch.get_num_threads()), rank)
+if rank.is_main:
+    print("ranks", seen, flush=True)
 shutdown()
 """
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from distill.config import to_config
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -40,22 +38,47 @@ def test_readme_tables_are_the_committed_results_files():
         assert (ROOT / path).is_file(), f"the README copies {path}, which no script has written"
 
 
-def test_fashion_mnist_benchmark_covers_the_issue_grid():
-    specs = fmnist.SPECS
-    assert {(ipc, m) for ipc, m, _ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
-    assert {(ipc, m) for ipc, m, _ in specs.values()} >= {(i, m) for i in (1, 50) for m in ("early-only", "late-only")}
-    early, late = fmnist.ABLATION_WINDOW["early-only"], fmnist.ABLATION_WINDOW["late-only"]
-    assert early[2] <= late[0]  # the two ablation windows do not overlap
+CHOICES = {"windows": fmnist.windows(4, 10, 2), "lr_img": {"datm": 100.0, "mtt": 1000.0}}
 
 
-@pytest.mark.parametrize("name", sorted(fmnist.RUNS))
-def test_fashion_mnist_runs_compose_and_validate(name):
-    cfg = fmnist.config([*fmnist.RUNS[name], "paths.distill=/nonexistent"])
-    to_config(cfg).check_for("pipeline")
-    ipc, method, window = fmnist.SPECS[name]
-    assert cfg.distill.ipc == ipc and cfg.distill.method == method
+def test_plateau_is_the_first_epoch_within_a_point_of_the_last():
+    assert fmnist.plateau_epoch([0.1, 0.6, 0.80, 0.845, 0.85, 0.852]) == 3
+    assert fmnist.plateau_epoch([0.1, 0.2, 0.3]) == 2
+
+
+def test_windows_align_with_ipc_and_stay_inside_the_experts():
+    w = fmnist.windows(plateau=4, epochs=10, expert_epochs=2)
+    top = 10 - 2 + 1
+    assert w["datm_ipc1"] == (0, 2, 4, 2) and w["datm_ipc10"] == (0, 4, top, 2) and w["datm_ipc50"] == (2, top, top, 1)
+    assert w["mtt"] == (0, top, top, 1)
+    assert w["early-only"][2] <= w["late-only"][0]  # the two ablation windows do not overlap
+    assert all(high <= top for _, _, high, _ in w.values())
+    assert fmnist.windows(plateau=9, epochs=10, expert_epochs=2)["late-only"][0] < top  # never empty
+
+
+def test_lr_is_chosen_by_validation_score_and_ties_go_to_the_smaller():
+    assert fmnist.choose_lr({10.0: 0.5, 100.0: 0.7, 1000.0: 0.6}) == 100.0
+    assert fmnist.choose_lr({10.0: 0.7, 100.0: 0.7}) == 10.0
+
+
+def test_benchmark_covers_the_issue_grid():
+    specs = fmnist.run_specs(CHOICES)
+    assert {(ipc, m) for ipc, m, _, _ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
+    assert {(ipc, m) for ipc, m, _, _ in specs.values()} >= {(i, m) for i in (1, 50) for m in fmnist.ABLATIONS}
+    assert all(lr == (1000.0 if m == "mtt" else 100.0) for _, m, _, lr in specs.values())
+
+
+@pytest.mark.parametrize("name", sorted(fmnist.run_specs(CHOICES)))
+def test_benchmark_runs_compose_and_validate(name):
+    ipc, method, window, lr = fmnist.run_specs(CHOICES)[name]
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    overrides = fmnist.run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, fmnist.ITERATIONS[ipc], 50)
+    cfg = bench.config([*overrides, f"distill.method={method}", "paths.distill=/nonexistent"])
+    cfg.check_for("pipeline")
+    assert cfg.distill.ipc == ipc and cfg.distill.method == method and cfg.distill.lr_img == lr
     assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (window[0], window[2])
-    assert cfg.distill.soft_labels == (method != "mtt")
+    assert cfg.distill.soft_labels == (method != "mtt") and cfg.distill.selection == "validation"
+    assert cfg.distill.eval_every > 0 and cfg.dataset.val_per_class > 0
 
 
 def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():
@@ -135,11 +158,12 @@ def test_official_protocol_holds_nothing_out_and_selects_on_test(tmp_path):
     assert official.distill_folder() != honest.distill_folder()
 
 
-def test_fashion_mnist_checks_judge_distilled_against_random():
+def test_benchmark_checks_judge_datm_against_mtt_and_random():
     records = [
         _record("distilled", "datm", 1, "soft", 0.60, "1"),
+        _record("distilled", "mtt", 1, "hard", 0.55, "1"),
         _record("random", "random", 1, "hard", 0.50, "1"),
-        _record("distilled", "early-only", 1, "soft", 0.55, "1"),
+        _record("distilled", "early-only", 1, "soft", 0.58, "1"),
         _record("distilled", "datm", 50, "soft", 0.70, "1"),
         _record("random", "random", 50, "hard", 0.75, "1"),
         _record("distilled", "mtt", 50, "hard", 0.72, "1"),
@@ -147,8 +171,8 @@ def test_fashion_mnist_checks_judge_distilled_against_random():
     ]
     rows = fmnist.checks(records)
     assert rows == [
-        "| 1 | 60.0 | 50.0 | +10.0 | yes | 25 % | – | 55.0 / – |",
-        "| 50 | 70.0 | 75.0 | -5.0 | **no** | -33 % | 72.0 | – / – |",
+        "| 1 | 60.0 | 55.0 | 50.0 | yes | 25 % | 58.0 / – |",
+        "| 50 | 70.0 | 72.0 | 75.0 | **no** | -33 % | – / – |",
     ]
 
 

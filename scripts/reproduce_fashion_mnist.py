@@ -9,7 +9,7 @@ Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed here when a
 Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md (choices, checks, timings).
 
 How every setting is chosen (never on the test split):
-- A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 32, 4 experts x 10
+- A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 10
   epochs of the reference SGD recipe, N = 20 student steps, M = 2, iterations 400 / 300 / 200 at IPC
   1 / 10 / 50, minibatches of all images (IPC 1, 10) or 100 (IPC 50), the reference evaluation
   protocol at 500 epochs x 3 runs, the full-set baseline 20 epochs.

@@ -29,6 +29,18 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _other_rank_failed(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because a peer rank went away (under torchrun only)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    text = str(exc).lower()
+    return any(
+        word in text for word in ("connection closed", "connection reset", "broken pipe", "timed out", "nccl", "gloo")
+    )
+
+
 def compose_config(overrides: list[str]):
     """The composed config tree (a DictConfig) for `overrides`; DistillError (one line) on any problem."""
     from hydra import compose, initialize_config_dir
@@ -108,5 +120,16 @@ def command(job: Callable[[Config], Any], name: str) -> Callable[[list[str] | No
             print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
             abandon()
             sys.exit(130)
+        except RuntimeError as exc:
+            if not _other_rank_failed(exc):
+                raise
+            # a peer died mid-collective: say so in one line, keep whatever was written (checkpoints are atomic)
+            print(
+                f"error: another torchrun rank stopped ({_first_line(exc)[:160]}): the last checkpoint is "
+                "intact; re-run the same command to resume",
+                file=sys.stderr,
+            )
+            abandon()
+            sys.exit(3)
 
     return main

@@ -27,7 +27,6 @@ BUDGET_SECONDS = 40.0  # skip a case whose estimated time per iteration is above
 def child(spec: dict) -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT))
     from distill.matching.loss import matching_loss, soft_cross_entropy
     from distill.matching.unroll import ENGINES, make_plan
     from distill.models import FlatModel, build_model
@@ -81,7 +80,6 @@ def measure(spec: dict) -> dict:
 
 
 def main(quick: bool) -> None:
-    sys.path.insert(0, str(ROOT))
     from distill.evaluate.records import git_commit
     from distill.io.atomic import atomic_write_bytes
 

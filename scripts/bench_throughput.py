@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from distill.buffers.recipe import ExpertRecipe, train_expert, train_experts_stacked
+from distill.data import load_dataset
+from distill.data.preprocess import fit_preprocessor
+from distill.evaluate.protocol import Protocol
+from distill.evaluate.records import git_commit
+from distill.evaluate.train import train_and_test, train_and_test_stacked, train_on_set
+from distill.io.atomic import atomic_write_bytes
+from distill.models import build_model
 
-from distill.buffers.recipe import ExpertRecipe, train_expert, train_experts_stacked  # noqa: E402
-from distill.data import load_dataset  # noqa: E402
-from distill.data.preprocess import fit_preprocessor  # noqa: E402
-from distill.evaluate.protocol import Protocol  # noqa: E402
-from distill.evaluate.records import git_commit  # noqa: E402
-from distill.evaluate.train import train_and_test, train_and_test_stacked, train_on_set  # noqa: E402
-from distill.io.atomic import atomic_write_bytes  # noqa: E402
-from distill.models import build_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bare_rate(model, images, labels, batch, epochs):

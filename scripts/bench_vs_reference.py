@@ -192,7 +192,6 @@ def project_child(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    sys.path.insert(0, str(ROOT))
     from distill.matching.init import synthetic_classes
     from distill.matching.loop import Distiller
     from distill.matching.settings import DistillSettings
@@ -377,7 +376,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from distill.evaluate.records import git_commit

@@ -13,14 +13,11 @@ import platform
 import sys
 from pathlib import Path
 
+from distill.evaluate.records import git_commit
+from distill.io.atomic import atomic_write_bytes
+from distill.reports.readme import sync_readme
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from sync_readme import sync_readme  # noqa: E402
-
-from distill.evaluate.records import git_commit  # noqa: E402
-from distill.io.atomic import atomic_write_bytes  # noqa: E402
 
 BUDGET_SECONDS = 10 * 60
 

@@ -15,11 +15,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from distill.evaluate.records import git_commit
+from distill.io.atomic import atomic_write_bytes
 
-from distill.evaluate.records import git_commit  # noqa: E402
-from distill.io.atomic import atomic_write_bytes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # test id prefix -> (what is injected, how many times per test case)
 CATALOGUE = {

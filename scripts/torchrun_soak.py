@@ -27,7 +27,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from distill.evaluate.records import git_commit
     from distill.io.atomic import atomic_write_bytes
 

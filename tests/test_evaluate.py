@@ -172,7 +172,7 @@ def test_evaluation_job_writes_records_and_table(artifact, tmp_path):
         len(r["accuracies"]) == 2 and r["artifact_sha256"] is None or len(r["artifact_sha256"]) == 64 for r in records
     )
     table = (tmp_path / "results" / "digits.md").read_text()
-    assert "| 2 | convnet | datm |" in table
+    assert "| 2 | convnet (width 8, depth 2) | datm |" in table
 
 
 def test_bad_artifacts_are_refused(artifact, tmp_path):

@@ -80,3 +80,21 @@ def test_grid_lays_classes_out_as_rows_or_one_row_for_one_image_each(tmp_path, i
         else image[30 * scale + inside[0].start : 30 * scale + inside[0].stop, inside[1]]
     )
     assert cell_1[..., 0].min() == 1.0 and image[inside][..., 0].max() == 0.0
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
+    import errno as codes
+    import pathlib
+
+    from distill.errors import DistillError
+    from distill.io.lock import folder_lock
+
+    def refuse(self, *args, **kwargs):  # what mkdir does in a read-only place (root ignores chmod, so simulate)
+        raise PermissionError(codes.EACCES, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    with pytest.raises(
+        DistillError, match=r"cannot write into .*out \(Permission denied\): choose a writable output folder"
+    ):
+        with folder_lock(tmp_path / "out"):
+            pass

@@ -140,3 +140,60 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(tiny_buffer, tmp_path):
     for key in ("images", "label_logits", "lr"):
         scale = float(a[key].abs().max())
         assert float((a[key] - b[key]).abs().max()) <= 1e-4 * scale, key
+
+
+def _worker_with_local_rank(parent: int, local_rank: int) -> int | None:
+    """The pid of torchrun worker `local_rank` under torchrun process `parent` (from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().split()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[3]) == parent and f"LOCAL_RANK={local_rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+def test_when_a_rank_dies_the_others_end_and_the_checkpoint_stays_intact(tiny_buffer, tmp_path):
+    import signal
+    import time
+
+    from distill.io.checkpoint import CHECKPOINT_FORMAT
+
+    _, folder = tiny_buffer
+    out = tmp_path / "run"
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "distill.jobs.distill",
+            *TINY,
+            f"paths.buffers={folder}",
+            "device=cpu",
+            "distill.iterations=400",
+            "distill.checkpoint_every=1",
+            f"paths.distill={out}",
+        ],
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").is_file():
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    victim = _worker_with_local_rank(job.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    job.wait(timeout=120)  # the survivors end, they do not hang
+    assert job.returncode != 0
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert payload["format"] == CHECKPOINT_FORMAT and payload["state"]["iteration"] >= 1

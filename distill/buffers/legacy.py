@@ -27,8 +27,8 @@ def reference_files(folder: Path) -> list[Path]:
         files.append(path)
     if not files:
         found = sorted(p.name for p in Path(folder).glob("*.pt"))
-        raise DistillError(f"no replay_buffer_0.pt in {folder} (found {found[:5]}): point buffers.import_from "
-                           "at the folder holding the reference's replay_buffer_<n>.pt files")
+        raise DistillError(f"no replay_buffer_0.pt in {folder} (found {found[:5]}): import from the folder holding "
+                           "the official code's replay_buffer_<n>.pt files")
     return files
 
 

@@ -118,7 +118,7 @@ def check_folder_owner(folder: Path, fingerprint: dict, signature: ModelSignatur
         raise DistillError(f"{manifest} is corrupt: delete it (the expert files are kept and re-verified)") from None
     problem = describe_mismatch(existing, fingerprint, signature)
     if problem:
-        raise DistillError(f"{folder} holds other buffers ({problem}): choose another paths.buffers or delete it")
+        raise DistillError(f"{folder} holds other buffers ({problem}): choose another buffer folder or delete it")
 
 
 def describe_mismatch(manifest: dict, fingerprint: dict, signature: ModelSignature) -> str | None:
@@ -131,7 +131,7 @@ def describe_mismatch(manifest: dict, fingerprint: dict, signature: ModelSignatu
             if key == "preprocess":
                 a, b = theirs.get(key, {}), fingerprint.get(key, {})
                 if a.get("kind") != b.get("kind"):
-                    return f"buffer made with {a.get('kind')} preprocessing, run uses {b.get('kind')} (dataset.zca)"
+                    return f"buffer made with {a.get('kind')} preprocessing, this run uses {b.get('kind')}"
                 return f"preprocessing statistics differ ({a} vs {b})"
             return f"dataset {key}: buffer has {theirs.get(key)!r}, run has {fingerprint.get(key)!r}"
     model = ModelSignature.from_json(manifest["model"])

@@ -101,6 +101,7 @@ def record_path(folder: Path, record: dict) -> Path:
             record["ipc"],
             record["labels"],
             record["architecture"],
+            record.get("model_options") or {},
             record["protocol"],
             record.get("artifact_sha256"),
         ],
@@ -125,9 +126,16 @@ def cell_key(record: dict) -> tuple:
         record["method"],
         record["ipc"],
         record["labels"],
-        record["architecture"],
+        architecture_label(record),
         record.get("selection"),
     )
+
+
+def architecture_label(record: dict) -> str:
+    """The architecture with the options that size it, e.g. 'convnet (width 16, depth 3)'."""
+    options = record.get("model_options") or {}
+    sized = [f"{k} {options[k]}" for k in ("width", "depth") if k in options]
+    return f"{record['architecture']} ({', '.join(sized)})" if sized else record["architecture"]
 
 
 def newest_per_cell(records: list[dict]) -> list[dict]:

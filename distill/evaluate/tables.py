@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from distill.evaluate.records import newest_per_cell
+from distill.evaluate.records import architecture_label, newest_per_cell
 from distill.io.atomic import atomic_write, atomic_write_bytes
 
 
@@ -29,12 +29,13 @@ def results_table(records: list[dict], title: str, header_note: str = "") -> str
     by_key: dict = defaultdict(dict)
     random_, full = {}, {}
     for r in records:
+        arch = architecture_label(r)
         if r["set"] == "distilled":
-            by_key[(r["ipc"], r["architecture"], r["method"], r.get("selection") or "–")][r["labels"]] = r
+            by_key[(r["ipc"], arch, r["method"], r.get("selection") or "–")][r["labels"]] = r
         elif r["set"] == "random":
-            random_[(r["ipc"], r["architecture"])] = r
+            random_[(r["ipc"], arch)] = r
         elif r["set"] == "full":
-            full[r["architecture"]] = r
+            full[arch] = r
     for ipc, arch in random_:
         if not any(k[0] == ipc and k[1] == arch for k in by_key):
             by_key[(ipc, arch, "—", "–")] = {}
@@ -85,12 +86,10 @@ def plot_accuracy_vs_ipc(path: Path, records: list[dict], title: str) -> Path | 
             series[f"random subset, {r['architecture']}"][r["ipc"]] = r
     if max((len(points) for points in series.values()), default=0) < 2:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend stays as it was
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for name, points in sorted(series.items()):
         ipcs = sorted(points)
         axis.errorbar(
@@ -111,5 +110,4 @@ def plot_accuracy_vs_ipc(path: Path, records: list[dict], title: str) -> Path | 
     axis.legend(fontsize=7)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
     return path

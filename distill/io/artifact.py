@@ -60,7 +60,7 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if not (torch.isfinite(images).all() and torch.isfinite(logits).all() and torch.isfinite(lr).all()):
         raise DistillError(f"{path} holds non-finite values: use an earlier checkpoint or re-run distill-run")
     if float(lr) <= 0:
-        raise DistillError(f"{path} has learned lr {float(lr):.4g} <= 0: set protocol.lr to a positive value")
+        raise DistillError(f"{path} has learned lr {float(lr):.4g} <= 0: evaluate it with a positive protocol lr")
     preprocess = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocess.")}
     synthetic = {k: tensors[k] for k in ("images", "label_logits", "lr", "classes")}
     meta["sha256"] = sha256_file(path)

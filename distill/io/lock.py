@@ -15,8 +15,13 @@ from distill.errors import DistillError
 def folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold `<folder>/.lock` (flock, released by the OS even if the process is killed) while the block runs."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "a+")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "a+")
+    except OSError as exc:
+        raise DistillError(
+            f"cannot write into {folder} ({exc.strerror or exc}): choose a writable output folder"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -15,10 +15,7 @@ def save_grid(
 ) -> Path:
     """Save class-major pixels [num_classes * ipc, C, H, W] in [0, 1] as a PNG grid: classes as rows, or
     as one row of classes when there is one image per class. Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave  # no pyplot: the caller's matplotlib backend stays as it was
 
     grid = rearrange(pixels.detach().cpu().float(), "(k n) c h w -> k n c h w", k=num_classes)
     grid = grid[:max_classes, :max_per_class]
@@ -29,4 +26,4 @@ def save_grid(
     image = image[..., 0] if image.shape[2] == 1 else image
     scale = max(1, 512 // max(image.shape[:2]))  # small images (8 px digits) get enlarged to be seen
     image = image.repeat(scale, axis=0).repeat(scale, axis=1)
-    return atomic_write(path, lambda tmp: plt.imsave(tmp, image, cmap=cmap, vmin=0, vmax=1, format="png"))
+    return atomic_write(path, lambda tmp: imsave(tmp, image, cmap=cmap, vmin=0, vmax=1, format="png"))

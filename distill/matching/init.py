@@ -47,7 +47,7 @@ def init_correct(
         members = torch.nonzero(labels.cpu() == cls).flatten()
         if len(members) < ipc:
             raise DistillError(
-                f"class {cls} has {len(members)} training images, fewer than ipc={ipc}: lower distill.ipc"
+                f"class {cls} has {len(members)} training images, fewer than ipc={ipc}: use a smaller IPC"
             )
         members = members[torch.randperm(len(members), generator=generator)]
         chosen: list[int] = []

@@ -4,16 +4,17 @@ The README marks each copied block:
     <!-- begin results/fashion_mnist.md -->
     ...  (replaced by every markdown table row of that file, tables separated by a blank line)
     <!-- end results/fashion_mnist.md -->
-Usage: .venv/bin/python scripts/sync_readme.py   (the reproduction scripts call it when they finish)
+Usage: .venv/bin/python -m distill.reports.readme   (the reproduction scripts call it when they finish)
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from distill.io.atomic import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"(<!-- begin (?P<path>results/[\w./-]+\.md) -->\n)(?P<body>.*?)(<!-- end (?P=path) -->)", re.S)
 
 
@@ -43,9 +44,6 @@ def synced(readme: str, root: Path) -> str:
 
 def sync_readme(root: Path = ROOT) -> bool:
     """Rewrite root/README.md in place (atomically) when a block is stale; True if it changed."""
-    sys.path.insert(0, str(root))
-    from distill.io.atomic import atomic_write_bytes
-
     readme = root / "README.md"
     old = readme.read_text()
     new = synced(old, root)

@@ -1,0 +1,1 @@
+"""Reports the maintainer scripts write: README tables, the paper comparison."""

@@ -70,10 +70,14 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
     text = str(cause)
     if "not in struct" in text:
         return f"unknown key in '{_failed_override(str(exc), overrides)}': {_first_line(cause)}"
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key), None)
     for word, phrase in TYPE_WORDS.items():
         if f"converted to {word}" in text and key:
-            value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key), None)
             return f"{key} must be {phrase} (got {value!r})"
+    if "not a valid bool" in text and key:
+        return f"{key} must be true or false (got {value!r})"
+    if "is not a ListConfig" in text and key:
+        return f"{key} must be a list, e.g. {key}=[{value}]"
     return f"{key + ': ' if key else ''}{_first_line(cause)}"
 
 

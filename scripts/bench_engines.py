@@ -1,10 +1,11 @@
-"""Seconds per distillation iteration and peak memory of the two gradient engines.
+"""Seconds per distillation iteration and peak memory of the gradient engines.
 
 Usage: .venv/bin/python scripts/bench_engines.py [--quick]  -> prints and writes results/engines.md
-Grid: engine {plain, flat} x IPC {1, 10} x N {10, 20, 40, 80} on MNIST-shaped (1x28x28) and
-CIFAR-shaped (3x32x32) inputs with ConvNet widths 32 and 128 (cases estimated above a budget are
-skipped and listed). Each case runs in its own process; peak memory is that process's peak RSS minus
-the peak RSS of the same process without the unroll (model, data and expert vectors only).
+Grid: engine {plain, flat, compiled} x IPC {1, 10} x N {10, 20, 40, 80} (quick: width 32, N {10, 80})
+on MNIST-shaped (1x28x28) and CIFAR-shaped (3x32x32) inputs with ConvNet widths 32 and 128 (cases
+estimated above a budget are skipped and listed). Each case runs in its own process; peak memory is that
+process's peak RSS minus the peak RSS of the same process without the unroll (model, data and expert
+vectors only).
 Also: engine `plain` against the bare maths (the same N create_graph steps and one backward written
 inline on pre-drawn batches): target <= 1.2x.
 """
@@ -21,14 +22,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_SECONDS = 40.0  # skip a case whose estimated time per iteration is above this
+BUDGET_SECONDS = 40.0
+ENGINE_NAMES = ("plain", "flat", "compiled")  # skip a case whose estimated time per iteration is above this
 
 
 def child(spec: dict) -> dict:
     import torch
 
     from distill.matching.loss import matching_loss, soft_cross_entropy
-    from distill.matching.unroll import ENGINES, make_plan
+    from distill.matching.unroll import make_engine, make_plan
     from distill.models import FlatModel, build_model
 
     torch.manual_seed(0)
@@ -41,6 +43,7 @@ def child(spec: dict) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     strategy = "" if spec["mode"] in ("bare", "engine_nodsa") else "color_crop_cutout_flip_scale_rotate"
     plan = make_plan(len(images), None, spec["steps"], torch.Generator().manual_seed(0), strategy)
+    engine = make_engine(spec.get("engine", "plain"), student)
     if spec["mode"] == "baseline":
         return {"rss_kib": base}
 
@@ -54,11 +57,7 @@ def child(spec: dict) -> dict:
             w = w - lr * g
         torch.autograd.grad(matching_loss(w, start, target), [x, y])
 
-    run = (
-        bare_maths
-        if spec["mode"] == "bare"
-        else (lambda: ENGINES[spec["engine"]](student, start, target, images, logits, None, lr, plan))
-    )
+    run = bare_maths if spec["mode"] == "bare" else (lambda: engine(start, target, images, logits, None, lr, plan))
     run()  # warm-up
     times = []
     for _ in range(spec["repeats"]):
@@ -85,7 +84,7 @@ def main(quick: bool) -> None:
 
     shapes = {"MNIST 1x28x28": (1, 28), "CIFAR 3x32x32": (3, 32)}
     widths = (32,) if quick else (32, 128)
-    steps_grid = (10, 20) if quick else (10, 20, 40, 80)
+    steps_grid = (10, 80) if quick else (10, 20, 40, 80)
     rows, skipped, ratios = [], [], []
     for shape_name, shape in shapes.items():
         for width in widths:
@@ -109,7 +108,7 @@ def main(quick: bool) -> None:
                         )
                         continue
                     result = {}
-                    for engine in ("plain", "flat"):
+                    for engine in ENGINE_NAMES:
                         m = measure(
                             {
                                 "shape": shape,
@@ -157,26 +156,35 @@ def main(quick: bool) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (no GPU)",
         "",
         "`plain` keeps the whole unrolled graph; `flat` keeps N parameter vectors and recomputes one step at a "
-        "time on the way back (exact, same gradient). Full-batch unroll with DSA. Memory = peak RSS of the "
-        "process minus the same process without the unroll.",
+        "time on the way back (exact, same gradient); `compiled` is `flat` with each step a compiled torch.func "
+        "program (the first iteration, which compiles, is not timed). Full-batch unroll with DSA. Memory = peak "
+        "RSS of the process minus the same process without the unroll.",
         "",
-        "| input | width | IPC | N | plain s/it | flat s/it | flat/plain time | plain MiB | flat MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| input | width | IPC | N | "
+        + " | ".join(f"{e} s/it" for e in ENGINE_NAMES)
+        + " | "
+        + " | ".join(f"{e} MiB" for e in ENGINE_NAMES)
+        + " |",
+        "|---|---|---|---|" + "---|" * (2 * len(ENGINE_NAMES)),
     ]
     for shape_name, width, ipc, steps, r in rows:
         lines.append(
-            f"| {shape_name} | {width} | {ipc} | {steps} | {r['plain'][0]:.2f} | {r['flat'][0]:.2f} | "
-            f"{r['flat'][0] / r['plain'][0]:.2f}x | {r['plain'][1]:.0f} | {r['flat'][1]:.0f} |"
+            f"| {shape_name} | {width} | {ipc} | {steps} | "
+            + " | ".join(f"{r[e][0]:.2f}" for e in ENGINE_NAMES)
+            + " | "
+            + " | ".join(f"{r[e][1]:.0f}" for e in ENGINE_NAMES)
+            + " |"
         )
-    lines += ["", "Flat engine memory, largest N against N=10 (target <= 1.3x):", ""]
+    lines += ["", "Memory-flat engines, largest N against N=10 (target <= 1.3x):", ""]
     groups: dict = {}
     for shape_name, width, ipc, steps, r in rows:
-        groups.setdefault((shape_name, width, ipc), {})[steps] = r["flat"][1]
-    for (shape_name, width, ipc), by_n in groups.items():
+        for engine in ("flat", "compiled"):
+            groups.setdefault((shape_name, width, ipc, engine), {})[steps] = r[engine][1]
+    for (shape_name, width, ipc, engine), by_n in groups.items():
         top = max(by_n)
         if top > 10 and by_n.get(10):
             lines.append(
-                f"- {shape_name}, width {width}, IPC {ipc}: N={top} {by_n[top]:.0f} MiB vs N=10 "
+                f"- `{engine}`, {shape_name}, width {width}, IPC {ipc}: N={top} {by_n[top]:.0f} MiB vs N=10 "
                 f"{by_n[10]:.0f} MiB = {by_n[top] / max(by_n[10], 1e-9):.2f}x"
             )
     lines += [

@@ -123,3 +123,19 @@ def test_an_unknown_override_key_is_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "distill.lr_imgg" in lines[0] and lines[0].startswith("error: config:")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("eval.architectures=convnet", "config: eval.architectures must be a list, e.g. eval.architectures=[convnet]"),
+        ("dataset.zca=maybe", "config: dataset.zca must be true or false (got 'maybe')"),
+        ("model=resnet99", "no model 'resnet99': choose one of alexnet, convnet"),
+    ],
+)
+def test_wrong_value_types_and_choices_are_one_line(override, message):
+    from distill.cli import load_config
+
+    with pytest.raises(DistillError) as refused:
+        load_config([override])
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)

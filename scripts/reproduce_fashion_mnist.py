@@ -11,8 +11,7 @@ Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md (choice
 How every setting is chosen (never on the test split):
 - A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 10
   epochs of the reference SGD recipe, N = 20 student steps, M = 2, iterations 400 / 300 / 200 at IPC
-  1 / 10 / 50, minibatches of all images (IPC 1, 10) or 100 (IPC 50), lr_lr 1e-7 at IPC 1 (the learned
-  student lr held nearly still, as both MTT's and DATM's CIFAR-10 IPC 1 configs do), the reference evaluation
+  1 / 10 / 50, minibatches of all images (IPC 1, 10) or 100 (IPC 50), the reference evaluation
   protocol at 500 epochs x 3 runs, the full-set baseline 20 epochs.
 - Windows, from the experts' mean VALIDATION accuracy per epoch: the plateau epoch P is the first
   epoch by which they gained 95 % of what they gain in all their epochs. DATM (difficulty-aligned):
@@ -104,8 +103,6 @@ def run_overrides(
         f"distill.lr_img={lr_img}",
         f"distill.eval_every={eval_every}",
     ]
-    if ipc == 1:  # one image per class: hold the student lr still, as MTT's and DATM's IPC 1 configs do
-        out.append("distill.lr_lr=1e-7")
     if ipc == 50:
         out.append("distill.batch_syn=100")
     if method == "mtt":

@@ -15,7 +15,8 @@ How every setting is chosen (never on the test split):
   protocol at 500 epochs x 3 runs, the full-set baseline 20 epochs.
 - Windows, from the experts' mean VALIDATION accuracy per epoch: the plateau epoch P is the first
   epoch by which they gained 95 % of what they gain in all their epochs. DATM (difficulty-aligned):
-  IPC 1 matches the early part, t in [0, max(2, P/2)) growing to [0, P); IPC 10 t in [0, P) growing
+  IPC 1 matches only the early part, t in [0, max(2, P/2)) fixed (as DATM's CIFAR-10 IPC 1 config: no
+  growth; one image per class cannot follow later epochs); IPC 10 t in [0, P) growing
   to the whole usable range [0, E - M + 1); IPC 50 the late part, t in [P/2, E - M + 1). MTT: t
   uniform in [0, E - M + 1) (its rule). The ablation: early-only [0, max(2, P/2)) and late-only
   [P, E - M + 1) at IPC 1 and 50.
@@ -71,7 +72,7 @@ def windows(plateau: int, epochs: int, expert_epochs: int) -> dict[str, tuple[in
     plateau = max(2, min(plateau, top - 1))
     early = max(2, plateau // 2)
     return {
-        "datm_ipc1": (0, early, plateau, 2),
+        "datm_ipc1": (0, early, early, 1),
         "datm_ipc10": (0, plateau, top, 2),
         "datm_ipc50": (plateau // 2, top, top, 1),
         "mtt": (0, top, top, 1),

@@ -57,7 +57,7 @@ def test_plateau_is_where_the_experts_made_most_of_their_gain():
 def test_windows_align_with_ipc_and_stay_inside_the_experts():
     w = fmnist.windows(plateau=4, epochs=10, expert_epochs=2)
     top = 10 - 2 + 1
-    assert w["datm_ipc1"] == (0, 2, 4, 2) and w["datm_ipc10"] == (0, 4, top, 2) and w["datm_ipc50"] == (2, top, top, 1)
+    assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc10"] == (0, 4, top, 2) and w["datm_ipc50"] == (2, top, top, 1)
     assert w["mtt"] == (0, top, top, 1)
     assert w["early-only"][2] <= w["late-only"][0]  # the two ablation windows do not overlap
     assert all(high <= top for _, _, high, _ in w.values())

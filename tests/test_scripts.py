@@ -1,5 +1,6 @@
 """The reproduction scripts' run tables and the README's copied result tables."""
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_plateau_is_where_the_experts_made_most_of_their_gain():
 def test_windows_align_with_ipc_and_stay_inside_the_experts():
     w = fmnist.windows(plateau=4, epochs=10, expert_epochs=2)
     top = 10 - 2 + 1
-    assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc10"] == (0, 4, top, 2) and w["datm_ipc50"] == (2, top, top, 1)
+    assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc10"] == (0, 2, 4, 2) and w["datm_ipc50"] == (2, top, top, 1)
     assert w["mtt"] == (0, top, top, 1)
     assert w["early-only"][2] <= w["late-only"][0]  # the two ablation windows do not overlap
     assert all(high <= top for _, _, high, _ in w.values())
@@ -212,3 +213,35 @@ def test_no_tracked_file_cites_a_path_outside_the_repository():
         and outside in (ROOT / name).read_text(errors="ignore")
     ]
     assert offenders == []
+
+
+def test_benchmark_counts_a_run_stopped_by_the_skip_limit_as_finished(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from distill.errors import DistillError
+
+    cfg = SimpleNamespace(paths=SimpleNamespace(distill=str(tmp_path)))
+
+    def stops(_cfg, why="100 updates in a row were skipped"):
+        (tmp_path / "summary.json").write_text(json.dumps({"stopped_early": why}))
+        raise DistillError("stopped")
+
+    monkeypatch.setattr(fmnist, "run_distill", stops)
+    assert fmnist.distill_to_the_end(cfg) == tmp_path
+    monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a stopped run is not resumed"))
+    assert fmnist.distill_to_the_end(cfg) == tmp_path
+
+    (tmp_path / "summary.json").unlink()
+    monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: stops(_cfg, why=None))
+    with pytest.raises(DistillError):  # any other failure still stops the benchmark
+        fmnist.distill_to_the_end(cfg)
+
+
+def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    (tmp_path / "datm_ipc1").mkdir()
+    (tmp_path / "datm_ipc1" / "benchmark_seconds.json").write_text(json.dumps({"distill": 88.5, "evaluate": 12.0}))
+    monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a finished run is not repeated"))
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda _cfg: pytest.fail("a finished run is not re-evaluated"))
+    assert bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=True) == (88.5, 12.0)

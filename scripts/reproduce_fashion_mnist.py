@@ -58,6 +58,7 @@ PILOT_ITERATIONS = 60
 PILOT_IPCS = (1, 10)
 BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
+TIMING_FILE = "benchmark_seconds.json"  # a finished pilot's or run's overrides and measured seconds
 ABLATIONS = ("early-only", "late-only")
 
 
@@ -186,30 +187,27 @@ class Benchmark:
 
     def pilot(self, out: Path, overrides: list[str]) -> tuple[float, float]:
         """One lr pilot (reused when an earlier invocation finished it): (validation score, seconds)."""
-        timing = out / "benchmark_seconds.json"
-        if not timing.is_file():
+        recorded = finished(out, overrides)
+        if recorded is None:
             started = time.perf_counter()
             run_distill(self.config([*overrides, f"paths.distill={out}"]))
-            atomic_write_json(timing, {"distill": time.perf_counter() - started})
-        score = json.loads((out / "summary.json").read_text())["best"]["score"]
-        return score, json.loads(timing.read_text())["distill"]
+            recorded = {"overrides": overrides, "distill": time.perf_counter() - started}
+            atomic_write_json(out / TIMING_FILE, recorded)
+        return json.loads((out / "summary.json").read_text())["best"]["score"], recorded["distill"]
 
     def run(self, name: str, spec: tuple, first: bool) -> tuple[float, float]:
         """Distil and evaluate one run; returns (distill, evaluate) seconds. A run that finished both in
-        an earlier invocation is not repeated: its recorded seconds are returned."""
-        timing = self.work / name / "benchmark_seconds.json"
-        if timing.is_file():
-            recorded = json.loads(timing.read_text())
-            return recorded["distill"], recorded["evaluate"]
+        an earlier invocation with the same settings is not repeated: its recorded seconds are returned."""
         ipc, method, window, lr = spec
         iterations = ITERATIONS[ipc]
-        cfg = self.config(
-            [
-                *run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, iterations, iterations // 4),
-                f"distill.method={method}",
-                f"paths.distill={self.work / name}",
-            ]
-        )
+        overrides = [
+            *run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, iterations, iterations // 4),
+            f"distill.method={method}",
+        ]
+        recorded = finished(self.work / name, overrides)
+        if recorded is not None:
+            return recorded["distill"], recorded["evaluate"]
+        cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
         distilled = time.perf_counter() - started
@@ -219,9 +217,18 @@ class Benchmark:
         evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=modes)
         started = time.perf_counter()
         run_evaluate(dataclasses.replace(cfg, eval=evaluation))
-        seconds = {"distill": distilled, "evaluate": time.perf_counter() - started}
-        atomic_write_json(timing, seconds)
-        return seconds["distill"], seconds["evaluate"]
+        evaluated = time.perf_counter() - started
+        atomic_write_json(out / TIMING_FILE, {"overrides": overrides, "distill": distilled, "evaluate": evaluated})
+        return distilled, evaluated
+
+
+def finished(folder: Path, overrides: list[str]) -> dict | None:
+    """The recorded seconds of a pilot or run that an earlier invocation finished with these overrides."""
+    try:
+        recorded = json.loads((folder / TIMING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if recorded.get("overrides") == overrides else None
 
 
 def distill_to_the_end(cfg) -> Path:

@@ -240,8 +240,21 @@ def test_benchmark_counts_a_run_stopped_by_the_skip_limit_as_finished(tmp_path, 
 def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
+    spec = (1, "datm", (0, 2, 2, 1), 100.0)
+    overrides = [*fmnist.run_overrides(1, "datm", spec[2], 100.0, 400, 100), "distill.method=datm"]
     (tmp_path / "datm_ipc1").mkdir()
-    (tmp_path / "datm_ipc1" / "benchmark_seconds.json").write_text(json.dumps({"distill": 88.5, "evaluate": 12.0}))
+    recorded = {"overrides": overrides, "distill": 88.5, "evaluate": 12.0}
+    (tmp_path / "datm_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(recorded))
     monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a finished run is not repeated"))
     monkeypatch.setattr(fmnist, "run_evaluate", lambda _cfg: pytest.fail("a finished run is not re-evaluated"))
-    assert bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=True) == (88.5, 12.0)
+    assert bench.run("datm_ipc1", spec, first=True) == (88.5, 12.0)
+
+    class Ran(Exception):
+        pass
+
+    def ran(_cfg):
+        raise Ran
+
+    monkeypatch.setattr(fmnist, "distill_to_the_end", ran)
+    with pytest.raises(Ran):  # other settings (here lr_img) than the recorded run's: it runs again
+        bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)

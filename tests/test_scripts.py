@@ -36,6 +36,7 @@ def test_synced_replaces_only_marked_blocks_whose_file_exists(tmp_path):
 def test_readme_tables_are_the_committed_results_files():
     readme = (ROOT / "README.md").read_text()
     assert "<!-- begin results/digits.md -->" in readme
+    assert "<!-- begin results/fashion_mnist_benchmark.md -->" in readme
     assert synced(readme, ROOT) == readme, "README tables differ from results/: run python -m distill.reports.readme"
     for path in re.findall(r"<!-- begin (results/\S+) -->", readme):
         assert (ROOT / path).is_file(), f"the README copies {path}, which no script has written"

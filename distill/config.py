@@ -34,7 +34,7 @@ class BuffersConfig(ExpertRecipe):
     """The expert recipe, how many experts, or a folder of official replay buffers to import instead."""
 
     num_experts: int = 5
-    parallel: int = 1  # experts trained at once in one vmapped pass (same trajectories; faster on GPUs)
+    parallel: int = 1  # experts trained at once in one vmapped pass (same trajectories; for GPUs: slower on CPU)
     import_from: str | None = None  # folder of official replay_buffer_*.pt files
 
     def __post_init__(self) -> None:
@@ -77,7 +77,7 @@ class EvalConfig:
     label_modes: list[str] = field(default_factory=lambda: ["soft", "hard"])
     architectures: list[str] = field(default_factory=lambda: ["convnet"])
     runs: int = 5
-    parallel: int = 1  # repeats of one set trained at once in one vmapped pass (same results; faster on GPUs)
+    parallel: int = 1  # repeats of one set trained at once in one vmapped pass (same results; for GPUs: slower on CPU)
     ipc: int | None = None  # IPC of the random baseline; None = distill.ipc (an artifact's own IPC wins)
     full_epochs: int = 30  # the full-set baseline trains this many epochs
     table: str | None = None  # None = <paths.results>/<dataset>.md

@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from distill.cli import load_config
-    from distill.jobs.buffers import run_buffers
-    from distill.jobs.distill import run_distill
-    from distill.jobs.evaluate import run_evaluate
+    from distill.stages.buffers import run_buffers
+    from distill.stages.distill import run_distill
+    from distill.stages.evaluate import run_evaluate
 
     work = ROOT / "runs" / ("gpu_check_dry" if args.dry_run else "gpu_check")
     out = args.out or (work / "gpu.md" if args.dry_run else ROOT / "results" / "gpu.md")

@@ -44,10 +44,10 @@ from distill.cli import load_config
 from distill.errors import DistillError
 from distill.evaluate.records import git_commit, newest_per_cell, read_records
 from distill.io.atomic import atomic_write_bytes, atomic_write_json
-from distill.jobs.buffers import run_buffers
-from distill.jobs.distill import run_distill
-from distill.jobs.evaluate import run_evaluate
 from distill.reports.readme import sync_readme
+from distill.stages.buffers import run_buffers
+from distill.stages.distill import run_distill
+from distill.stages.evaluate import run_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

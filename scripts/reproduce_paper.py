@@ -23,10 +23,10 @@ from pathlib import Path
 from distill.cli import load_config
 from distill.evaluate.records import read_records
 from distill.io.atomic import atomic_write_bytes
-from distill.jobs.buffers import run_buffers
-from distill.jobs.distill import run_distill
-from distill.jobs.evaluate import run_evaluate
 from distill.reports.paper import DATASET_NAME, PAPER, comparison_report
+from distill.stages.buffers import run_buffers
+from distill.stages.distill import run_distill
+from distill.stages.evaluate import run_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -54,7 +54,7 @@ def tiny_cfg(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_buffer(tmp_path_factory):
     """A 2-expert, 4-epoch buffer on digits (built once per test session). Returns (cfg, folder)."""
-    from distill.jobs.buffers import run_buffers
+    from distill.stages.buffers import run_buffers
 
     root = tmp_path_factory.mktemp("shared")
     cfg = make_config(root)

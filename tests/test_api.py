@@ -24,7 +24,7 @@ def test_quickstart_example_runs_and_beats_the_random_subset():
 
 
 def test_api_call_writes_the_same_artifact_as_the_command(tiny_buffer, tmp_path):
-    from distill.jobs.distill import run_distill
+    from distill.stages.distill import run_distill
 
     cfg, folder = tiny_buffer
     by_command = run_distill(make_config(tmp_path / "cmd", f"paths.buffers={folder}"))
@@ -123,7 +123,7 @@ def test_image_folder_export_writes_one_png_per_image_in_class_folders(tmp_path)
 
 
 def test_official_set_is_evaluated_by_the_eval_command(tmp_path):
-    from distill.jobs.evaluate import run_evaluate
+    from distill.stages.evaluate import run_evaluate
 
     source = _official_set(tmp_path / "official")
     records = run_evaluate(
@@ -154,7 +154,7 @@ def test_inspect_describes_sets_buffers_and_official_sets(tiny_buffer, tmp_path,
 
 
 def test_eval_opens_a_run_folder_and_refuses_a_checkpoint_without_advising_deletion(tiny_buffer, tmp_path):
-    from distill.jobs.distill import run_distill
+    from distill.stages.distill import run_distill
 
     _, folder = tiny_buffer
     out = run_distill(make_config(tmp_path, f"paths.buffers={folder}"))

@@ -10,8 +10,8 @@ from distill.buffers.legacy import import_reference_buffers
 from distill.buffers.recipe import ExpertRecipe, train_expert
 from distill.buffers.store import BufferReader, ModelSignature, expert_path
 from distill.errors import DistillError
-from distill.jobs.buffers import run_buffers
 from distill.models import FlatModel, build_model
+from distill.stages.buffers import run_buffers
 from tests.conftest import make_config
 
 

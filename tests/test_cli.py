@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from distill.errors import DistillError
-from distill.jobs.distill import run_distill
+from distill.stages.distill import run_distill
 from tests.conftest import TINY, make_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import torch
 
 from distill.errors import DistillError
 from distill.io.artifact import load_artifact
-from distill.jobs.distill import run_distill
 from distill.matching.unroll import make_plan, match_flat
+from distill.stages.distill import run_distill
 from tests.conftest import make_config
 
 

@@ -13,9 +13,9 @@ from distill.evaluate.records import make_record, read_records, write_record
 from distill.evaluate.tables import gap_closed, results_table
 from distill.evaluate.train import set_loss, train_and_test
 from distill.io.artifact import load_artifact, save_artifact
-from distill.jobs.distill import run_distill
-from distill.jobs.evaluate import run_evaluate
 from distill.models import build_model
+from distill.stages.distill import run_distill
+from distill.stages.evaluate import run_evaluate
 from tests.conftest import TINY, make_config
 
 

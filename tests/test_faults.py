@@ -15,7 +15,7 @@ import torch
 from distill.buffers.store import expert_path
 from distill.errors import DistillError
 from distill.io.artifact import load_artifact
-from distill.jobs.distill import run_distill
+from distill.stages.distill import run_distill
 from tests.conftest import TINY, make_config
 
 ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2"}

@@ -12,7 +12,7 @@ from distill.cli import CONFIG_DIR
 from distill.config import to_config
 from distill.data.prepare import prepare_data
 from distill.data.registry import ImageData
-from distill.jobs.distill import run_distill
+from distill.stages.distill import run_distill
 from tests.conftest import make_config
 
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

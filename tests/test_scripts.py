@@ -259,3 +259,13 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
     monkeypatch.setattr(fmnist, "distill_to_the_end", ran)
     with pytest.raises(Ran):  # other settings (here lr_img) than the recorded run's: it runs again
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
+
+
+def test_each_command_binds_one_stage_and_no_job_imports_another():
+    jobs = sorted((ROOT / "distill" / "jobs").glob("*.py"))
+    assert {p.stem for p in jobs} >= {"buffers", "distill", "evaluate", "pipeline", "inspect"}
+    for path in jobs:
+        imported = re.findall(r"^\s*(?:from|import) (distill\.jobs\S*)", path.read_text(), flags=re.M)
+        assert not imported, f"{path.name} imports {imported}"
+    for name in ("buffers", "distill", "evaluate", "pipeline"):
+        assert f"from distill.stages.{name} import run_" in (ROOT / "distill" / "jobs" / f"{name}.py").read_text()

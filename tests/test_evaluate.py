@@ -58,51 +58,31 @@ def test_tiny_evaluation_on_digits_beats_chance_clearly(tiny_cfg):
     assert acc > 0.6  # chance is 0.1
 
 
-def test_record_round_trip_and_table(tmp_path):
-    record = make_record(
+def _record(set_kind="distilled", accuracies=(0.5,), **fields):
+    """A record of dataset "d" with the defaults the table tests share; `fields` override them."""
+    method = {"distilled": "datm"}.get(set_kind, set_kind)
+    defaults = dict(
         dataset="d",
-        set_kind="distilled",
-        method="datm",
-        ipc=1,
-        labels="soft",
+        set_kind=set_kind,
+        method=method,
+        ipc=None if set_kind == "full" else 1,
+        labels="soft" if set_kind == "distilled" else "hard",
         architecture="convnet",
-        protocol={"epochs": 3},
+        protocol={},
         lr=0.01,
-        seeds=[1, 2],
-        accuracies=[0.5, 0.7],
+        seeds=list(range(1, len(accuracies) + 1)),
+        accuracies=list(accuracies),
         seconds=1.0,
     )
+    return make_record(**{**defaults, **fields})
+
+
+def test_record_round_trip_and_table(tmp_path):
+    record = _record(accuracies=[0.5, 0.7], protocol={"epochs": 3})
     path = write_record(tmp_path, record)
     assert json.loads(path.read_text()) == record and read_records(tmp_path) == [record]
     assert record["mean"] == pytest.approx(0.6) and record["std"] == pytest.approx(0.1)
-    others = [
-        make_record(
-            dataset="d",
-            set_kind="random",
-            method="random",
-            ipc=1,
-            labels="hard",
-            architecture="convnet",
-            protocol={},
-            lr=0.01,
-            seeds=[1],
-            accuracies=[0.4],
-            seconds=1.0,
-        ),
-        make_record(
-            dataset="d",
-            set_kind="full",
-            method="full",
-            ipc=None,
-            labels="hard",
-            architecture="convnet",
-            protocol={},
-            lr=0.01,
-            seeds=[1],
-            accuracies=[0.8],
-            seconds=1.0,
-        ),
-    ]
+    others = [_record("random", accuracies=[0.4]), _record("full", accuracies=[0.8])]
     table = results_table([record, *others], "d")
     assert "| 1 | convnet | datm | – | 60.0 ± 10.0 (n=2) | – | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
     assert gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
@@ -112,21 +92,7 @@ def test_record_round_trip_and_table(tmp_path):
 
 def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_path):
     def distilled(accuracy, sha, finished_at):
-        record = make_record(
-            dataset="d",
-            set_kind="distilled",
-            method="datm",
-            ipc=1,
-            labels="soft",
-            architecture="convnet",
-            protocol={},
-            lr=0.01,
-            seeds=[1],
-            accuracies=[accuracy],
-            seconds=1.0,
-            artifact_sha256=sha,
-        )
-        return {**record, "finished_at": finished_at}
+        return {**_record(accuracies=[accuracy], artifact_sha256=sha), "finished_at": finished_at}
 
     old, new = distilled(0.9, "ff", "2026-01-01T00:00:00+00:00"), distilled(0.3, "00", "2026-02-01T00:00:00+00:00")
     for records in ([old, new], [new, old]):
@@ -136,20 +102,7 @@ def test_table_shows_the_newest_record_of_a_cell_whatever_the_file_order(tmp_pat
 
 def test_sets_picked_by_different_rules_get_rows_of_their_own():
     def distilled(accuracy, rule):
-        return make_record(
-            dataset="d",
-            set_kind="distilled",
-            method="datm",
-            ipc=1,
-            labels="soft",
-            architecture="convnet",
-            protocol={},
-            lr=0.01,
-            seeds=[1],
-            accuracies=[accuracy],
-            seconds=1.0,
-            extra={"selection": rule},
-        )
+        return _record(accuracies=[accuracy], extra={"selection": rule})
 
     table = results_table([distilled(0.5, "best validation accuracy"), distilled(0.6, "best test accuracy")], "d")
     assert "| 1 | convnet | datm | best test accuracy | 60.0 ± 0.0 (n=1) |" in table

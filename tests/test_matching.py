@@ -99,6 +99,23 @@ def test_program_engine_equals_plain_engine_in_float64(compile):
     assert programs.compiled == compile
 
 
+def test_one_channel_images_compile_each_program_once_per_batch_shape():
+    # DSA hands back one-channel batches whose strides pass for either layout: they must not each
+    # get a graph of their own (a recompile, and then two graphs alternating, every run)
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    student, start, target, images, logits, lr, plan = _problem(7)
+    programs = StepPrograms(student, compile=True, backend=counting_backend)
+    for seed in range(3):
+        plan = make_plan(8, 3, 6, torch.Generator().manual_seed(seed), plan.dsa_strategy)
+        match_programs(programs, start, target, images, logits, None, lr, plan)
+    assert programs.compiled and len(graphs) == 4  # (gradient, adjoint) x minibatches of 3 and of 2
+
+
 SMALLEST_INPUT = {
     "convnet_d4": 64,
     "convnet_d5": 128,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from distill.errors import DistillError
+from distill.matching.spread import Spread, spread_layout
 from distill.matching.unroll import Shard, make_engine
 from distill.models import FlatModel, build_model
 from tests.conftest import TINY
@@ -16,7 +17,7 @@ from tests.conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 
 # A toy run in float64 with DSA, soft labels and uneven minibatches (8 images in batches of 3, 3, 2):
-# rank 0 writes the set after three iterations of each engine.
+# rank 0 writes the set after three iterations of each run named on the command line (engine_samples).
 SCRIPT = """
 import sys, torch
 from distill.matching.init import synthetic_classes
@@ -40,30 +41,35 @@ class Experts:
 rank = init_distributed("cpu")
 torch.manual_seed(0)
 out = {}
-for engine in ("plain", "flat"):
+for run in sys.argv[2].split(","):
+    engine, samples = run.split("_")[0], int(run.split("_")[1])
     student = FlatModel(build_model("convnet", 1, 4, 8, seed=0, width=6, depth=2, dtype=torch.float64))
     settings = DistillSettings(ipc=2, syn_steps=4, expert_epochs=2, min_start_epoch=0, current_max_start_epoch=2,
                                max_start_epoch=3, expansion_end_iteration=2, lr_img=10.0, lr_lr=1e-3, lr_y=2.0,
-                               threshold=1e9, batch_syn=3, engine=engine)
+                               threshold=1e9, batch_syn=3, engine=engine,
+                               trajectories_per_iteration=samples)
     g = torch.Generator().manual_seed(2)
     images = torch.randn(8, 1, 8, 8, generator=g, dtype=torch.float64)
     logits = torch.randn(8, 4, generator=g, dtype=torch.float64)
     distiller = Distiller(settings, Experts(student.flatten()), student, images, logits, 0.05,
                           synthetic_classes(4, 2), 4, seed=3, shard=Shard(rank.rank, rank.world))
+    calls, engine_fn = [], distiller.engine
+    distiller.engine = lambda *args: calls.append(1) or engine_fn(*args)
     losses = [distiller.step().loss for _ in range(3)]
-    out[engine] = {**distiller.current_set(), "losses": torch.tensor(losses), "start": images}
+    out[run] = {**distiller.current_set(), "losses": torch.tensor(losses), "start": images,
+                "unrolls": torch.tensor(len(calls))}
 if rank.is_main:
     torch.save(out, sys.argv[1])
 shutdown()
 """
 
 
-def _run(tmp_path: Path, ranks: int) -> dict:
+def _run(tmp_path: Path, ranks: int, runs: str = "plain_1,flat_1,flat_2") -> dict:
     script, result = tmp_path / "toy.py", tmp_path / f"out{ranks}.pt"
     script.write_text(SCRIPT)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
     done = subprocess.run(
-        [sys.executable, *launcher, str(script), str(result)],
+        [sys.executable, *launcher, str(script), str(result), runs],
         capture_output=True,
         text=True,
         timeout=300,
@@ -73,13 +79,36 @@ def _run(tmp_path: Path, ranks: int) -> dict:
     return torch.load(result, weights_only=True)
 
 
-def test_two_gloo_ranks_take_the_steps_of_one_process_with_both_engines(tmp_path):
-    one, two = _run(tmp_path, 1), _run(tmp_path, 2)
-    for engine in ("plain", "flat"):
+def _assert_same_runs(one: dict, many: dict) -> None:
+    for run in many:
         for key in ("images", "label_logits", "lr", "losses"):
-            a, b = one[engine][key], two[engine][key]
-            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (engine, key, float((a - b).abs().max()))
-        assert float((one[engine]["images"] - one[engine]["start"]).abs().max()) > 1e-3  # the updates happened
+            a, b = one[run][key], many[run][key]
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (run, key, float((a - b).abs().max()))
+        assert float((one[run]["images"] - one[run]["start"]).abs().max()) > 1e-3  # the updates happened
+    # each rank unrolls only its group's samples: with two or more ranks, one of the two per update
+    assert int(one["flat_2"]["unrolls"]) == 6 and int(many["flat_2"]["unrolls"]) == 3
+    if "flat_1" in many:  # two samples per update are another run than one (else the spread proves nothing)
+        assert float((one["flat_2"]["images"] - one["flat_1"]["images"]).abs().max()) > 1e-4
+
+
+def test_two_gloo_ranks_take_the_steps_of_one_process_with_both_engines(tmp_path):
+    """Two ranks split each minibatch (one sample per update) or take one sample each (two per update)."""
+    _assert_same_runs(_run(tmp_path, 1), _run(tmp_path, 2))
+
+
+@pytest.mark.slow
+def test_four_gloo_ranks_split_two_samples_into_two_groups_of_two(tmp_path):
+    _assert_same_runs(_run(tmp_path, 1), _run(tmp_path, 4, "flat_2"))
+
+
+def test_samples_are_spread_over_gcd_groups_of_contiguous_ranks():
+    assert spread_layout(0, 1, 3) == (1, 0, 0, 1)  # one process: everything
+    assert [spread_layout(r, 2, 2) for r in range(2)] == [(2, 0, 0, 1), (2, 1, 0, 1)]  # one sample per rank
+    assert [spread_layout(r, 4, 2) for r in range(4)] == [(2, 0, 0, 2), (2, 0, 1, 2), (2, 1, 0, 2), (2, 1, 1, 2)]
+    assert [spread_layout(r, 2, 3) for r in range(2)] == [(1, 0, 0, 2), (1, 0, 1, 2)]  # coprime: split minibatches
+    assert [spread_layout(r, 6, 4)[:2] for r in range(6)] == [(2, 0)] * 3 + [(2, 1)] * 3
+    assert Spread(samples=5, groups=2, group=1).mine() == [1, 3]
+    assert Spread(samples=3).mine() == [0, 1, 2]
 
 
 def test_shards_cover_a_minibatch_and_refuse_more_ranks_than_images():

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from distill.errors import DistillError
 from distill.matching.settings import DistillSettings
+from distill.matching.spread import spread_over
 from distill.matching.unroll import MatchResult, Shard, UnrollPlan, make_engine, make_plan
 from distill.matching.window import sample_start_epoch, upper_bound
 from distill.models.flat import FlatModel
@@ -26,20 +27,6 @@ class ExpertSource(Protocol):
     def __len__(self) -> int: ...
 
     def params(self, k: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor: ...
-
-
-def mean_result(results: list[MatchResult]) -> MatchResult:
-    """The mean loss and gradients of several samples (one sample: itself)."""
-    if len(results) == 1:
-        return results[0]
-    n = len(results)
-    labels = None if results[0].grad_labels is None else sum(r.grad_labels for r in results) / n
-    return MatchResult(
-        sum(r.loss for r in results) / n,
-        sum(r.grad_images for r in results) / n,
-        labels,
-        sum(r.grad_lr for r in results) / n,
-    )
 
 
 class SkipLimitReached(DistillError):
@@ -83,7 +70,8 @@ class Distiller:
         shard: Shard = Shard(),
     ):
         self.settings, self.experts, self.student = settings, experts, student
-        self.engine = make_engine(settings.engine, student, shard)
+        self.spread = spread_over(shard, settings.trajectories_per_iteration)
+        self.engine = make_engine(settings.engine, student, self.spread.shard)
         self.device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.label_logits = label_logits.detach().clone().requires_grad_(settings.soft_labels)
@@ -137,6 +125,12 @@ class Distiller:
             plan,
         )
 
+    def zero_result(self) -> MatchResult:
+        """A MatchResult of zeros shaped like the engine's."""
+        zero = torch.zeros((), dtype=self.images.dtype, device=self.device)
+        labels = torch.zeros_like(self.label_logits) if self.settings.soft_labels else None
+        return MatchResult(zero, torch.zeros_like(self.images), labels, zero.clone())
+
     def apply(self, result: MatchResult) -> None:
         """Step the images, the lr and (soft labels) the label logits along `result`'s gradients."""
         self.images.grad, self.syn_lr.grad = result.grad_images, result.grad_lr
@@ -154,13 +148,12 @@ class Distiller:
         student steps from each, match theta*_{t+M}; update along the mean gradient unless skipped."""
         s = self.settings
         started = time.perf_counter()
-        samples = [self.draw() for _ in range(s.trajectories_per_iteration)]
-        results = [self.match(*sample) for sample in samples]
+        samples = [self.draw() for _ in range(s.trajectories_per_iteration)]  # every rank draws all of them
+        result = self.spread.combine([self.match(*samples[i]) for i in self.spread.mine()], self.zero_result())
         reason, loss = None, torch.tensor(float("nan"))
-        if any(r is None for r in results):
+        if result is None:
             reason = "expert parameters not finite"
         else:
-            result = mean_result(results)
             loss = result.loss
             grads = [result.grad_images, result.grad_lr] + ([result.grad_labels] if s.soft_labels else [])
             if not torch.isfinite(loss):

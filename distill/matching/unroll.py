@@ -273,6 +273,17 @@ def match_flat(
     )
 
 
+def _program_layout(x: torch.Tensor) -> torch.Tensor:
+    """`x` [B, C, H, W] copied into channels-last strides, always the same ones (differentiable).
+
+    The compiled programs are specialised on their inputs' strides, and DSA ops return different ones;
+    `contiguous(memory_format=...)` does not settle them for one-channel images, which count as
+    contiguous in both layouts, so steps switched between two compiled graphs. Channels-last is the
+    faster layout for CPU convolutions.
+    """
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
 def match_programs(
     programs: StepPrograms,
     start: torch.Tensor,
@@ -294,9 +305,7 @@ def match_programs(
     iterates = [start.detach()]
     for j in range(plan.steps):
         x, p, weight = _step_inputs(images_const, targets_const, plan, j, shard)
-        # one memory layout (DSA ops return different strides, each would compile a graph of its own);
-        # channels-last is the faster one for CPU convolutions
-        g = programs.gradient(iterates[-1], x.contiguous(memory_format=torch.channels_last), p) * weight
+        g = programs.gradient(iterates[-1], _program_layout(x), p) * weight
         iterates.append(iterates[-1] - lr_value * shard.sum(g))
 
     end = iterates[-1].requires_grad_(True)
@@ -308,9 +317,7 @@ def match_programs(
     grad_lr = torch.zeros_like(lr_value)
     for j in reversed(range(plan.steps)):
         x, p, weight = _step_inputs(leaf_images, _targets(leaf_labels, hard_targets), plan, j, shard)
-        g, adj_w, adj_x, adj_p = programs.adjoint(
-            iterates[j], x.detach().contiguous(memory_format=torch.channels_last), p.detach(), adjoint
-        )
+        g, adj_w, adj_x, adj_p = programs.adjoint(iterates[j], _program_layout(x.detach()), p.detach(), adjoint)
         grad_lr -= weight * torch.dot(g, adjoint)
         # chain the step's image / target terms through this step's DSA and softmax into the leaves
         outputs, cotangents = [x], [-lr_value * weight * adj_x]

@@ -31,6 +31,12 @@ def test_soft_cross_entropy_equals_cross_entropy_on_one_hot_targets():
     assert soft_cross_entropy(torch.zeros(5, 4), uniform).item() == pytest.approx(math.log(4))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_compiler_caches():
+    # torch.compile allows a few graphs per function over the whole process; the tests compile many
+    torch._dynamo.reset()
+
+
 def _problem(seed=0, norm="instancenorm"):
     torch.manual_seed(seed)
     dt = torch.float64
@@ -97,6 +103,36 @@ def test_program_engine_equals_plain_engine_in_float64(compile):
         b = match_programs(programs, start, target, images, labels, targets, lr, plan)
         _assert_same_gradients(a, b, rtol=1e-10, atol=1e-15)
     assert programs.compiled == compile
+
+
+def test_auto_engine_keeping_some_or_all_steps_equals_plain_engine_in_float64():
+    # traced (aot_eager) programs: the kept graphs are compiled functions' residuals, as with inductor
+    student, start, target, images, logits, lr, plan = _problem(8)
+    hard = torch.nn.functional.one_hot(logits.argmax(1), 4).to(logits.dtype)
+    programs = StepPrograms(student, compile=True, backend="aot_eager")
+    one_step = programs.gradient_kept(
+        start.clone().requires_grad_(True), images[:3].clone().requires_grad_(True), torch.softmax(logits[:3], 1)
+    )[1]
+    assert one_step > start.numel() * 8  # at least the activations of a step: more than one parameter vector
+    for labels, targets in ((logits, None), (None, hard)):
+        a = match_plain(student, start, target, images, labels, targets, lr, plan)
+        for budget in (1e12, 2.5 * one_step):  # every step kept; two kept, four recomputed
+            b = match_programs(programs, start, target, images, labels, targets, lr, plan, keep_bytes=budget)
+            _assert_same_gradients(a, b, rtol=1e-10, atol=1e-15)
+
+
+def test_auto_engine_keeps_steps_only_within_its_budget(monkeypatch):
+    student, start, target, images, logits, lr, plan = _problem(9)
+    programs = StepPrograms(student, compile=False)
+    kept_calls = []
+    original = programs.gradient_kept
+    monkeypatch.setattr(programs, "gradient_kept", lambda *a: kept_calls.append(1) or original(*a))
+    one_step = original(start.clone().requires_grad_(True), images[:3], torch.softmax(logits[:3], 1))[1]
+    # 0.5 steps: the first step is measured, found too large and dropped; 2.5 steps: two are kept
+    for budget, expected in ((0.0, 0), (0.5 * one_step, 1), (2.5 * one_step, 2), (1e12, plan.steps)):
+        kept_calls.clear()
+        match_programs(programs, start, target, images, logits, None, lr, plan, keep_bytes=budget)
+        assert len(kept_calls) == expected, (budget, len(kept_calls))
 
 
 def test_one_channel_images_compile_each_program_once_per_batch_shape():

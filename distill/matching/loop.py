@@ -71,7 +71,7 @@ class Distiller:
     ):
         self.settings, self.experts, self.student = settings, experts, student
         self.spread = spread_over(shard, settings.trajectories_per_iteration)
-        self.engine = make_engine(settings.engine, student, self.spread.shard)
+        self.engine = make_engine(settings.engine, student, self.spread.shard, settings.memory_budget)
         self.device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.label_logits = label_logits.detach().clone().requires_grad_(settings.soft_labels)

@@ -23,6 +23,26 @@ from distill.matching.loss import soft_cross_entropy
 from distill.models.flat import FlatModel
 
 
+def graph_bytes(output: torch.Tensor) -> int:
+    """Bytes of the distinct tensors that `output`'s autograd graph keeps for its backward: a compiled
+    program's residuals, or every saved input and result of an eager graph (storages counted once)."""
+    seen_nodes, storages, total = set(), set(), 0
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes:
+            continue
+        seen_nodes.add(node)
+        saved = list(getattr(node, "saved_tensors", None) or ())
+        saved += [getattr(node, name) for name in dir(node) if name.startswith("_saved_")]
+        for t in saved:
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in storages:
+                storages.add(t.untyped_storage().data_ptr())
+                total += t.untyped_storage().nbytes()
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return total
+
+
 class StepPrograms:
     """The `gradient` and `adjoint` programs of one student (see the module docstring).
 
@@ -60,6 +80,12 @@ class StepPrograms:
     def gradient(self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """g = d CE(f(x; w), p) / dw [P] for w [P], x [B, C, H, W], p [B, K]."""
         return self._run("gradient", w, x, p)
+
+    def gradient_kept(self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(g [P], bytes): `gradient` for inputs that require grad, with the graph to back-propagate g into
+        them kept (a compiled program keeps its residuals), and how many bytes that graph holds."""
+        g = self._run("gradient", w, x, p)
+        return g, graph_bytes(g)
 
     def adjoint(
         self, w: torch.Tensor, x: torch.Tensor, p: torch.Tensor, a: torch.Tensor

@@ -44,6 +44,7 @@ BOOKKEEPING = (
     "eval_epochs",
     "selection",
     "max_consecutive_skips",
+    "memory_budget",  # which steps the `auto` engine recomputes: the same gradient to float round-off
 )
 
 

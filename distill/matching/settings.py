@@ -8,7 +8,7 @@ from distill import checks
 from distill.data.augment import DEFAULT_STRATEGY, parse_strategy
 from distill.matching.window import Window, required_epochs
 
-ENGINES = ("compiled", "flat", "plain")
+ENGINES = ("compiled", "auto", "flat", "plain")
 PIX_INITS = ("real", "correct", "noise")
 SELECTIONS = ("validation", "test")
 
@@ -43,7 +43,8 @@ class DistillSettings:
     pix_init: str = "correct"  # real | correct | noise
     soft_labels: bool = True  # False = MTT: fixed one-hot labels
     label_init_experts: int | None = None  # how many experts average the initial logits (None = all)
-    engine: str = "compiled"  # compiled | flat | plain: the same exact gradient (docs/method.md §2)
+    engine: str = "compiled"  # compiled | auto | flat | plain: the same exact gradient (docs/method.md §2)
+    memory_budget: float = 2.0  # GiB of step residuals the `auto` engine keeps per unroll instead of recomputing
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
     eval_every: int = 50  # 0 = never evaluate during distillation
@@ -74,7 +75,7 @@ class DistillSettings:
             checks.integer(self, name, minimum)
         checks.integer(self, "batch_syn", 1, nullable=True)
         checks.integer(self, "label_init_experts", 1, nullable=True)
-        for name in ("lr_img", "lr_lr", "lr_y", "lr_teacher", "min_syn_lr", "threshold"):
+        for name in ("lr_img", "lr_lr", "lr_y", "lr_teacher", "min_syn_lr", "threshold", "memory_budget"):
             checks.positive(self, name)
         for name in ("momentum_img", "momentum_lr", "momentum_y"):
             checks.fraction(self, name)

@@ -294,30 +294,55 @@ def match_programs(
     lr: torch.Tensor,
     plan: UnrollPlan,
     shard: Shard = Shard(),
+    keep_bytes: float = 0.0,
 ) -> MatchResult:
-    """Engine `compiled`: `match_flat`'s reverse walk, each step one call of a (compiled) torch.func program.
+    """Engines `compiled` and `auto`: `match_flat`'s reverse walk, each step one call of a (compiled)
+    torch.func program.
 
     Same arguments and result as `match_plain`, with `programs` built once per run for the student.
+    `keep_bytes` > 0 (engine `auto`): forward-phase steps keep the gradient program's residuals while
+    their total stays within `keep_bytes`, and the reverse walk back-propagates through those instead of
+    recomputing the step (each kept step measures what it holds; the next one is kept while another
+    of that size fits). The gradient is the same.
     """
     lr_value = lr.detach()
     images_const = images.detach()
     targets_const = _targets(label_logits.detach() if label_logits is not None else None, hard_targets)
+    leaf_images = images.detach().requires_grad_(True)
+    leaf_labels = label_logits.detach().requires_grad_(True) if label_logits is not None else None
     iterates = [start.detach()]
+    kept: dict[int, tuple] = {}
+    held, step_bytes = 0, 0  # step_bytes: what the last kept step held (0: not measured yet)
     for j in range(plan.steps):
-        x, p, weight = _step_inputs(images_const, targets_const, plan, j, shard)
-        g = programs.gradient(iterates[-1], _program_layout(x), p) * weight
+        if keep_bytes > 0 and held + step_bytes <= keep_bytes:
+            w = iterates[-1].requires_grad_(True)
+            x, p, weight = _step_inputs(leaf_images, _targets(leaf_labels, hard_targets), plan, j, shard)
+            with torch.enable_grad():
+                g_kept, step_bytes = programs.gradient_kept(w, _program_layout(x), p)
+            held += step_bytes
+            if held <= keep_bytes:
+                kept[j] = (g_kept, w, x, p, weight)
+            iterates[-1] = w.detach()
+            g = g_kept.detach() * weight
+        else:
+            x, p, weight = _step_inputs(images_const, targets_const, plan, j, shard)
+            g = programs.gradient(iterates[-1], _program_layout(x), p) * weight
         iterates.append(iterates[-1] - lr_value * shard.sum(g))
 
     end = iterates[-1].requires_grad_(True)
     loss = matching_loss(end, start.detach(), target.detach())
     (adjoint,) = torch.autograd.grad(loss, end)
 
-    leaf_images = images.detach().requires_grad_(True)
-    leaf_labels = label_logits.detach().requires_grad_(True) if label_logits is not None else None
     grad_lr = torch.zeros_like(lr_value)
     for j in reversed(range(plan.steps)):
-        x, p, weight = _step_inputs(leaf_images, _targets(leaf_labels, hard_targets), plan, j, shard)
-        g, adj_w, adj_x, adj_p = programs.adjoint(iterates[j], _program_layout(x.detach()), p.detach(), adjoint)
+        if j in kept:
+            g_kept, w, x, p, weight = kept.pop(j)
+            wrt = [w, x] + ([p] if leaf_labels is not None else [])
+            g, (adj_w, adj_x, *adj_p) = g_kept.detach(), torch.autograd.grad(g_kept, wrt, adjoint)
+            adj_p = adj_p[0] if adj_p else None
+        else:
+            x, p, weight = _step_inputs(leaf_images, _targets(leaf_labels, hard_targets), plan, j, shard)
+            g, adj_w, adj_x, adj_p = programs.adjoint(iterates[j], _program_layout(x.detach()), p.detach(), adjoint)
         grad_lr -= weight * torch.dot(g, adjoint)
         # chain the step's image / target terms through this step's DSA and softmax into the leaves
         outputs, cotangents = [x], [-lr_value * weight * adj_x]
@@ -341,16 +366,19 @@ Engine = Callable[
 """(start, target, images, label_logits, hard_targets, lr, plan) -> MatchResult, for one student."""
 
 ENGINES: dict[str, Callable[..., Callable]] = {
-    "plain": lambda student: partial(match_plain, student),
-    "flat": lambda student: partial(match_flat, student),
-    "compiled": lambda student: partial(match_programs, StepPrograms(student, compile=True)),
+    "plain": lambda student, budget: partial(match_plain, student),
+    "flat": lambda student, budget: partial(match_flat, student),
+    "compiled": lambda student, budget: partial(match_programs, StepPrograms(student, compile=True)),
+    "auto": lambda student, budget: partial(match_programs, StepPrograms(student, compile=True), keep_bytes=budget),
 }
-"""Engine name -> builder taking the student (built once per run: `compiled` compiles on first use)."""
+"""Engine name -> builder taking the student and the memory budget in bytes (built once per run:
+`compiled` and `auto` compile on first use)."""
 
 
-def make_engine(name: str, student: FlatModel, shard: Shard = Shard()) -> Engine:
-    """The engine `name` (plain | flat | compiled) bound to `student` and this process's `shard` of every
-    minibatch; unknown names raise a ValueError."""
+def make_engine(name: str, student: FlatModel, shard: Shard = Shard(), memory_budget: float = 2.0) -> Engine:
+    """The engine `name` (plain | flat | compiled | auto) bound to `student` and this process's `shard` of
+    every minibatch; `auto` keeps step residuals up to `memory_budget` GiB per unroll. Unknown names raise
+    a ValueError."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine '{name}': use {', '.join(ENGINES)}")
     if shard.world > 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in student.module.modules()):
@@ -358,4 +386,4 @@ def make_engine(name: str, student: FlatModel, shard: Shard = Shard()) -> Engine
             f"model '{type(student.module).__name__}' has batch norm, whose statistics change when "
             "minibatches are split over ranks: distil it in one process"
         )
-    return partial(ENGINES[name](student), shard=shard)
+    return partial(ENGINES[name](student, memory_budget * 2**30), shard=shard)

@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH [--cases table|quick|tiny]
-        [--engines compiled,flat] [--iterations 3] [--threads N] [--device cpu|cuda] [--out FILE]
+        [--engines compiled,auto] [--memory-budget GIB] [--iterations 3] [--threads N] [--device cpu|cuda] [--out FILE]
 
 PATH is a checkout of https://github.com/NUS-HPC-AI-Lab/DATM (measured at commit 97ae510); none of
 its code is part of this repository. The script imports its `networks.ConvNet`, `ReparamModule`,
@@ -221,6 +221,7 @@ def project_child(spec: dict) -> dict:
         threshold=1e9,
         engine=spec["engine"],
         dsa_strategy=STRATEGY,
+        memory_budget=spec["memory_budget"],
     )
     distiller = Distiller(
         settings,
@@ -279,7 +280,7 @@ def report(results: list[dict], args, commit: str, torch_version: str, seconds: 
         "",
         f"Command: `.venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH --cases {args.cases} "
         f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
-        f"--device {args.device}`  ",
+        f"--device {args.device} --memory-budget {args.memory_budget:g}`  ",
         "Reference: NUS-HPC-AI-Lab/DATM, checkout at PATH (measured against commit 97ae510), its iteration body  ",
         f"Project commit: {commit}  ",
         f"torch {torch_version}, {args.threads} threads, device {args.device}  ",
@@ -331,6 +332,11 @@ def report(results: list[dict], args, commit: str, torch_version: str, seconds: 
             "torchvision is not installed here: the reference's module-level `from torchvision import ...` "
             "got an empty stand-in module (torchvision is never used in the timed loop)."
         )
+    if "auto" in engines:
+        notes.append(
+            f"`auto` keeps the compiled residuals of as many steps as fit {args.memory_budget:g} GiB "
+            "(`distill.memory_budget`) and recomputes the others; `compiled`, the default, keeps none."
+        )
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -365,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations after the warm-up (>= 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-budget", type=float, default=2.0, help="GiB the `auto` engine may keep")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "speed_vs_reference.md")
     args = parser.parse_args(argv)
     args.engines = [e for e in args.engines.split(",") if e]
@@ -390,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             "reference": measure({**base, "role": "reference", "reference_dir": str(args.reference_dir.resolve())}),
         }
         for engine in args.engines:
-            row[engine] = measure({**base, "role": "project", "engine": engine})
+            row[engine] = measure({**base, "role": "project", "engine": engine, "memory_budget": args.memory_budget})
         results.append(row)
         print(json.dumps({"case": case_name(case), **{k: v for k, v in row.items() if k != "case"}}), flush=True)
     extrapolate(results)

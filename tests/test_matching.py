@@ -6,7 +6,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.matching.init import init_correct, init_label_logits, synthetic_classes
-from distill.matching.loop import Distiller
+from distill.matching.loop import Distiller, run_loop
 from distill.matching.loss import matching_loss, soft_cross_entropy
 from distill.matching.programs import StepPrograms
 from distill.matching.settings import DistillSettings
@@ -372,3 +372,19 @@ def test_several_trajectories_per_update_step_along_the_mean_gradient():
     one = _toy_distiller(threshold=10.0)
     one.step()
     assert not torch.allclose(one.images, averaged.images)
+
+
+@pytest.mark.parametrize("initial", [True, False])
+def test_the_initial_set_is_scored_and_can_be_the_selected_one(initial):
+    distiller = _toy_distiller(evaluate_initial=initial, threshold=10.0)  # every update taken
+    start = distiller.images.detach().clone()
+    scored = []
+
+    def falling_score(synthetic):  # every update makes the set "worse": the first set scored wins
+        scored.append(distiller.iteration)
+        return -distiller.iteration
+
+    run_loop(distiller, 4, 2, falling_score, lambda d: None, 100, evaluate_initial=initial)
+    assert scored == ([0, 2, 4] if initial else [2, 4])
+    assert distiller.best["iteration"] == scored[0]
+    assert torch.equal(distiller.best_set["images"], start) == initial

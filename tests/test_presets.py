@@ -113,6 +113,22 @@ def test_paper_presets_without_zca_use_the_reference_constants(tmp_path):
     }
 
 
+def test_datm_presets_score_the_initial_set_where_the_official_configs_do(tmp_path):
+    # the official configs' skip_first_eva is False for these five cells and True for the other seven
+    scored = {
+        p
+        for p in PRESETS
+        if p.startswith("datm_") and make_config(tmp_path, f"experiment={p}").distill.evaluate_initial
+    }
+    assert scored == {
+        "datm_cifar10_ipc50",
+        "datm_cifar10_ipc500",
+        "datm_cifar100_ipc1",
+        "datm_cifar100_ipc50",
+        "datm_tiny_ipc10",
+    }
+
+
 def test_paper_presets_hold_their_table_cell_and_little_else():
     import yaml
 
@@ -134,6 +150,7 @@ def test_paper_presets_hold_their_table_cell_and_little_else():
         "threshold",
         "pix_init",
         "eval_every",
+        "evaluate_initial",
         "eval_epochs",
         "checkpoint_every",
     }

@@ -252,9 +252,11 @@ def run_loop(
     checkpoint_every: int,
     on_step: Callable[[StepRecord], None] = lambda r: None,
     on_eval: Callable[[int, float, bool], None] = lambda it, score, best: None,
+    evaluate_initial: bool = True,
 ) -> Distiller:
     """Advance `distiller` to `iterations`, evaluating the current set every `eval_every` iterations
-    (before that iteration's update, and once at the end) and checkpointing every `checkpoint_every`.
+    (before that iteration's update, and once at the end; with `evaluate_initial` also the set it
+    starts from at iteration 0) and checkpointing every `checkpoint_every`.
 
     `evaluate(set) -> score` scores a `current_set()`; the best-scoring set is kept in the distiller.
     """
@@ -268,7 +270,7 @@ def run_loop(
         on_eval(distiller.iteration, score, distiller.record_score(score))
 
     while distiller.iteration < iterations:
-        if evaluating and distiller.iteration > 0 and distiller.iteration % eval_every == 0:
+        if evaluating and distiller.iteration % eval_every == 0 and (distiller.iteration > 0 or evaluate_initial):
             maybe_evaluate()
         on_step(distiller.step())
         if distiller.iteration % checkpoint_every == 0 or distiller.iteration == iterations:

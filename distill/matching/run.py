@@ -40,6 +40,7 @@ BOOKKEEPING = (
     "resume",
     "checkpoint_every",
     "eval_every",
+    "evaluate_initial",
     "eval_runs",
     "eval_epochs",
     "selection",
@@ -232,6 +233,7 @@ def distill_set(
             settings.checkpoint_every,
             on_step,
             on_eval,
+            settings.evaluate_initial,
         )
     except SkipLimitReached as exc:
         stopped = str(exc)  # like the reference, a run that cannot improve still ends with its outputs

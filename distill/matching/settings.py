@@ -48,6 +48,7 @@ class DistillSettings:
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
     eval_every: int = 50  # 0 = never evaluate during distillation
+    evaluate_initial: bool = True  # also score the initial set (iteration 0): it can be the best one
     eval_runs: int = 1
     eval_epochs: int = 300
     selection: str = "validation"  # validation | test (the paper's practice; marked in the outputs)

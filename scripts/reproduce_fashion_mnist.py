@@ -25,7 +25,9 @@ How every setting is chosen (never on the test split):
 - lr_img, per method: pilot runs at IPC 1 and at IPC 10 (60 iterations each) with lr_img in
   {10, 100, 1000}; the one whose set scores best on the validation split (one 150-epoch training)
   is used at that IPC, and IPC 10's also at IPC 50 (both step on minibatches of 100 images).
-- The result of a run is its best set on the validation split (checked every quarter of the run).
+- The result of a run is its best set on the validation split, checked at iteration 0 (the set it
+  starts from is a candidate, as in the official code's default) and every quarter of the run. The lr
+  pilots are scored by the set they end with.
 """
 
 from __future__ import annotations
@@ -91,9 +93,16 @@ def choose_lr(scores: dict[float, float]) -> float:
 
 
 def run_overrides(
-    ipc: int, method: str, window: tuple[int, int, int, int], lr_img: float, iterations: int, eval_every: int
+    ipc: int,
+    method: str,
+    window: tuple[int, int, int, int],
+    lr_img: float,
+    iterations: int,
+    eval_every: int,
+    evaluate_initial: bool = True,
 ) -> list[str]:
-    """Config overrides of one distillation run (on top of experiment=benchmark_cpu)."""
+    """Config overrides of one distillation run (on top of experiment=benchmark_cpu). A pilot passes
+    `evaluate_initial=False`: it is scored by the set it ends with, not by the set it starts from."""
     low, first_high, high, fraction = window
     growing = first_high < high
     out = [
@@ -107,6 +116,7 @@ def run_overrides(
         f"distill.expansion_end_iteration={max(1, iterations // fraction)}",
         f"distill.lr_img={lr_img}",
         f"distill.eval_every={eval_every}",
+        f"distill.evaluate_initial={str(evaluate_initial).lower()}",
     ]
     if ipc == 50:
         out.append("distill.batch_syn=100")
@@ -177,7 +187,7 @@ class Benchmark:
                 for lr in LR_GRID:
                     window = chosen["windows"][f"datm_ipc{ipc}" if method == "datm" else "mtt"]
                     out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}"
-                    overrides = run_overrides(ipc, method, window, lr, PILOT_ITERATIONS, PILOT_ITERATIONS)
+                    overrides = run_overrides(ipc, method, window, lr, PILOT_ITERATIONS, PILOT_ITERATIONS, False)
                     scores[lr], seconds = self.pilot(out, overrides)
                     chosen["pilot_seconds"] += seconds
                 chosen["lr_img"][method][str(ipc)] = choose_lr(scores)

@@ -91,6 +91,14 @@ def test_benchmark_runs_compose_and_validate(name):
     assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (window[0], window[2])
     assert cfg.distill.soft_labels == (method != "mtt") and cfg.distill.selection == "validation"
     assert cfg.distill.eval_every > 0 and cfg.dataset.val_per_class > 0
+    assert cfg.distill.evaluate_initial  # a run's starting set is a candidate
+
+
+def test_lr_pilots_are_scored_by_the_set_they_end_with():
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    overrides = fmnist.run_overrides(1, "datm", (0, 2, 2, 1), 100.0, 60, 60, evaluate_initial=False)
+    cfg = bench.config([*overrides, "paths.distill=/nonexistent"])
+    assert not cfg.distill.evaluate_initial and cfg.distill.eval_every == cfg.distill.iterations
 
 
 def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():

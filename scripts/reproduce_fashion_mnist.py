@@ -344,7 +344,8 @@ def write_report(
         f"Commit: {git_commit()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}  ",
         "Selection rule: every distilled set is its run's best on the validation split (100 images per "
-        "class carved from train); the test split is only used for the numbers below. How each setting "
+        "class carved from train), its initial set included; the test split is only used for the numbers "
+        "below. How each setting "
         "was chosen: the script's docstring.",
         "",
     ]

@@ -131,3 +131,20 @@ def test_real_init_starts_from_one_experts_raw_logits(tiny_buffer, tmp_path):
     with torch.no_grad():
         other = student(reader.params(1, reader.epochs), synthetic["images"])
     assert not torch.allclose(synthetic["label_logits"], (expected + other) / 2, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_auto_engine_run_matches_the_compiled_engine_run(tiny_buffer, tmp_path):
+    # the whole path (config -> settings -> Distiller -> engine with its budget), inductor-compiled
+    _, folder = tiny_buffer
+    sets = {}
+    for engine in ("compiled", "auto"):
+        out = run_distill(
+            make_config(
+                tmp_path / engine, f"paths.buffers={folder}", f"distill.engine={engine}", "distill.threshold=10"
+            )
+        )
+        sets[engine], _, _ = load_artifact(out / "distilled_last.safetensors")
+    for key in ("images", "label_logits", "lr"):
+        a, b = sets["compiled"][key], sets["auto"][key]
+        assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max()), key

@@ -40,6 +40,7 @@ from distill.data.augment import DsaDraw, apply_dsa, draw_dsa
 from distill.errors import DistillError
 from distill.matching.loss import matching_loss, soft_cross_entropy
 from distill.matching.programs import StepPrograms
+from distill.matching.settings import DistillSettings
 from distill.models.flat import FlatModel
 
 
@@ -375,7 +376,9 @@ ENGINES: dict[str, Callable[..., Callable]] = {
 `compiled` and `auto` compile on first use)."""
 
 
-def make_engine(name: str, student: FlatModel, shard: Shard = Shard(), memory_budget: float = 2.0) -> Engine:
+def make_engine(
+    name: str, student: FlatModel, shard: Shard = Shard(), memory_budget: float = DistillSettings.memory_budget
+) -> Engine:
     """The engine `name` (plain | flat | compiled | auto) bound to `student` and this process's `shard` of
     every minibatch; `auto` keeps step residuals up to `memory_budget` GiB per unroll. Unknown names raise
     a ValueError."""

@@ -2,7 +2,8 @@
 
 Usage:
     .venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH [--cases table|quick|tiny]
-        [--engines compiled,auto] [--memory-budget GIB] [--iterations 3] [--threads N] [--device cpu|cuda] [--out FILE]
+        [--engines compiled,auto] [--memory-budget GIB] [--iterations 3] [--threads N] [--device cpu|cuda]
+        [--time-limit SECONDS] [--out FILE]
 
 PATH is a checkout of https://github.com/NUS-HPC-AI-Lab/DATM (measured at commit 97ae510); none of
 its code is part of this repository. The script imports its `networks.ConvNet`, `ReparamModule`,
@@ -23,6 +24,10 @@ strides first (one small copy per step).
 
 The official utils import torchvision at module level but never use it in the timed loop: when
 torchvision is absent a stand-in module is installed, and the report says so.
+
+An engine name may carry `+cudagraphs` (e.g. `compiled+cudagraphs`, CUDA only): the same engine with
+Inductor's CUDA graphs on, what `torch.compile(mode="reduce-overhead")` switches on. The report is
+rewritten after every case, so a run cut short (`--time-limit`, a killed job) still leaves its rows.
 """
 
 from __future__ import annotations
@@ -188,10 +193,20 @@ class _RandomExperts:
 
 
 def project_child(spec: dict) -> dict:
-    """Time this project's `Distiller.step()` with engine spec['engine']."""
+    """Time this project's `Distiller.step()` with engine spec['engine'] (optionally `+cudagraphs`);
+    any warning raised (e.g. a compile fallback) is returned under 'warnings'."""
+    import warnings
+
     import torch
 
     torch.set_num_threads(spec["threads"])
+    engine, _, variant = spec["engine"].partition("+")
+    if variant == "cudagraphs":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.cudagraphs = True  # what mode="reduce-overhead" sets
+    elif variant:
+        raise ValueError(f"unknown engine variant {variant!r} (known: cudagraphs)")
     from distill.matching.init import synthetic_classes
     from distill.matching.loop import Distiller
     from distill.matching.settings import DistillSettings
@@ -219,7 +234,7 @@ def project_child(spec: dict) -> dict:
         lr_lr=1e-5,
         lr_y=2.0,
         threshold=1e9,
-        engine=spec["engine"],
+        engine=engine,
         dsa_strategy=STRATEGY,
         memory_budget=spec["memory_budget"],
     )
@@ -234,16 +249,28 @@ def project_child(spec: dict) -> dict:
         NUM_CLASSES,
         seed=0,
     )
-    return _timed(distiller.step, spec["iterations"], device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _timed(distiller.step, spec["iterations"], device)
+    messages = sorted({str(w.message).splitlines()[0][:200] for w in caught if w.category is not DeprecationWarning})
+    return {**result, "warnings": messages}
 
 
 # ----------------------------------------------------------------------------------------------- parent
-def measure(spec: dict) -> dict:
-    """Run one child in a fresh process; returns its JSON result or {'error': one line}."""
+def measure(spec: dict, timeout: float | None = None) -> dict:
+    """Run one child in a fresh process (killed after `timeout` s); returns its JSON result or
+    {'error': one line}."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
     if proc.returncode < 0:
         return {"error": f"killed by signal {-proc.returncode}" + (" (out of memory)" if proc.returncode == -9 else "")}
     if proc.returncode != 0:
@@ -272,15 +299,20 @@ def seconds_cell(t: float) -> str:
     return f"{t:.2f}" if t >= 1 else f"{t:.3g}"
 
 
-def report(results: list[dict], args, commit: str, torch_version: str, seconds: float) -> str:
-    """The markdown of results/speed_vs_reference.md from the measured rows."""
+def report(
+    results: list[dict], args, commit: str, torch_version: str, seconds: float, skipped: list | tuple = ()
+) -> str:
+    """The markdown of results/speed_vs_reference.md from the measured rows (`skipped`: cases the time
+    limit left out)."""
     engines = args.engines
     lines = [
         "# Speed against the official DATM code",
         "",
         f"Command: `.venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH --cases {args.cases} "
         f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
-        f"--device {args.device} --memory-budget {args.memory_budget:g}`  ",
+        f"--device {args.device} --memory-budget {args.memory_budget:g}"
+        + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
+        + "`  ",
         "Reference: NUS-HPC-AI-Lab/DATM, checkout at PATH (measured against commit 97ae510), its iteration body  ",
         f"Project commit: {commit}  ",
         f"torch {torch_version}, {args.threads} threads, device {args.device}  ",
@@ -322,6 +354,19 @@ def report(results: list[dict], args, commit: str, torch_version: str, seconds: 
             cells += [seconds_cell(ours["median"]), f"{ours['first']:.1f}", f"{ours['peak_mib']:.0f}", speed]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
+    if skipped:
+        notes.append(
+            "Not run (the time limit passed, or the benchmark stopped, before them): "
+            + "; ".join(map(case_name, skipped))
+            + "."
+        )
+    warned = sorted({(e, w) for row in results for e in engines for w in row[e].get("warnings", ())})
+    notes += [f"`{engine}` warned: {message}" for engine, message in warned]
+    if any("+cudagraphs" in engine for engine in engines):
+        notes.append(
+            "`+cudagraphs`: the same engine with Inductor's CUDA graphs on (`torch._inductor.config.triton."
+            'cudagraphs`, what `torch.compile(mode="reduce-overhead")` sets).'
+        )
     if any("extrapolated" in row for row in results):
         notes.append(
             "Where the reference failed (e.g. out of memory), its time is extrapolated linearly in N from "
@@ -372,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-budget", type=float, default=2.0, help="GiB the `auto` engine may keep")
+    parser.add_argument("--time-limit", type=float, default=None, help="start no further case after this many seconds")
+    parser.add_argument(
+        "--child-timeout", type=float, default=1800.0, help="seconds after which one measurement is killed"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "speed_vs_reference.md")
     args = parser.parse_args(argv)
     args.engines = [e for e in args.engines.split(",") if e]
@@ -389,20 +438,24 @@ def main(argv: list[str] | None = None) -> int:
     from distill.io.atomic import atomic_write_bytes
 
     began = time.perf_counter()
-    results = []
-    for case in CASES[args.cases]:
+    results: list[dict] = []
+    cases, text = CASES[args.cases], ""
+    for done, case in enumerate(cases):
+        if args.time_limit is not None and time.perf_counter() - began > args.time_limit:
+            break
         base = {"case": list(case), "threads": args.threads, "iterations": args.iterations, "device": args.device}
-        row = {
-            "case": tuple(case),
-            "reference": measure({**base, "role": "reference", "reference_dir": str(args.reference_dir.resolve())}),
-        }
+        reference = {**base, "role": "reference", "reference_dir": str(args.reference_dir.resolve())}
+        row = {"case": tuple(case), "reference": measure(reference, args.child_timeout)}
         for engine in args.engines:
-            row[engine] = measure({**base, "role": "project", "engine": engine, "memory_budget": args.memory_budget})
+            project = {**base, "role": "project", "engine": engine, "memory_budget": args.memory_budget}
+            row[engine] = measure(project, args.child_timeout)
         results.append(row)
         print(json.dumps({"case": case_name(case), **{k: v for k, v in row.items() if k != "case"}}), flush=True)
-    extrapolate(results)
-    text = report(results, args, git_commit(), torch.__version__, time.perf_counter() - began)
-    atomic_write_bytes(args.out, text.encode())
+        extrapolate(results)
+        text = report(
+            results, args, git_commit(), torch.__version__, time.perf_counter() - began, skipped=cases[done + 1 :]
+        )
+        atomic_write_bytes(args.out, text.encode())  # after every case: an interrupted run keeps its rows
     print(text)
     return 0
 

@@ -1,4 +1,4 @@
-"""The GPU path end to end, sized for at most ~8 minutes on one GPU, written to results/gpu.md.
+"""The GPU path end to end, sized for a few minutes on one GPU, written to results/gpu.md.
 
 Usage (on a GPU machine; the data is read from a local folder, no network needed):
     .venv/bin/python scripts/gpu_check.py [--data /usr/share/datasets/fashion-mnist] [--reference-dir PATH]
@@ -25,18 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = [
     "dataset=fashion_mnist",
     "model=convnet",
-    "buffers.num_experts=3",
-    "buffers.epochs=8",
+    "buffers.num_experts=2",
+    "buffers.epochs=6",
     "distill.ipc=10",
     "distill.syn_steps=80",
-    "distill.iterations=200",
+    "distill.iterations=100",
     "distill.expert_epochs=2",
     "distill.min_start_epoch=0",
-    "distill.current_max_start_epoch=3",
-    "distill.max_start_epoch=6",
-    "distill.expansion_end_iteration=100",
+    "distill.current_max_start_epoch=2",
+    "distill.max_start_epoch=4",
+    "distill.expansion_end_iteration=50",
     "distill.batch_syn=100",
-    "distill.eval_every=100",
+    "distill.eval_every=50",
     "distill.eval_epochs=300",
     "protocol.epochs=300",
     "eval.runs=3",
@@ -114,19 +114,54 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no CUDA GPU visible: run with --dry-run on a CPU", file=sys.stderr)
             return 2
     timings, began = {}, time.perf_counter()
+    summary, records, bench = None, None, None
+
+    def write() -> None:
+        """The report with the stages done so far (rewritten after each: a run cut short keeps them)."""
+        lines = [
+            "# GPU check",
+            "",
+            f"Command: `.venv/bin/python scripts/gpu_check.py {' '.join(argv or sys.argv[1:])}`  ",
+            f"Numerics: `{json.dumps(numerics())}`  ",
+            f"Total wall time: {time.perf_counter() - began:.0f} s",
+            "",
+            "| stage | wall time (s) |",
+            "|---|---|",
+            *[f"| {k} | {v:.0f} |" for k, v in timings.items()],
+        ]
+        if summary is not None:
+            per_iteration = summary["seconds_this_session"] / max(summary["iterations"], 1)
+            lines += [
+                "",
+                f"Distillation: {summary['iterations']} iterations, {summary['skipped_updates']} skipped, "
+                f"{per_iteration:.2f} s/iteration, {summary['selection']}.",
+            ]
+        if records is not None:
+            lines += ["", "| set | labels | test accuracy (%) |", "|---|---|---|"]
+            lines += [
+                f"| {r['set']} | {r['labels']} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} (n={r['runs']}) |"
+                for r in records
+            ]
+        if bench:
+            lines += ["", bench]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines) + "\n")
+
     t0 = time.perf_counter()
     run_buffers(cfg)
     timings["experts"] = time.perf_counter() - t0
+    write()
     t0 = time.perf_counter()
     folder = run_distill(cfg)
     timings["distill"] = time.perf_counter() - t0
     summary = json.loads((folder / "summary.json").read_text())
+    write()
     import dataclasses
 
     t0 = time.perf_counter()
     records = run_evaluate(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, artifact=str(folder))))
     timings["evaluate"] = time.perf_counter() - t0
-    bench = None
+    write()
     if args.reference_dir is not None:
         t0 = time.perf_counter()
         report = work / "speed_vs_reference.md"
@@ -150,32 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         bench = report.read_text()
         timings["engine benchmark"] = time.perf_counter() - t0
-    lines = [
-        "# GPU check",
-        "",
-        f"Command: `.venv/bin/python scripts/gpu_check.py {' '.join(argv or sys.argv[1:])}`  ",
-        f"Numerics: `{json.dumps(numerics())}`  ",
-        f"Total wall time: {time.perf_counter() - began:.0f} s",
-        "",
-        "| stage | wall time (s) |",
-        "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in timings.items()],
-        "",
-        f"Distillation: {summary['iterations']} iterations, {summary['skipped_updates']} skipped, "
-        f"{summary['seconds_this_session'] / max(summary['iterations'], 1):.2f} s/iteration, {summary['selection']}.",
-        "",
-        "| set | labels | test accuracy (%) |",
-        "|---|---|---|",
-        *[
-            f"| {r['set']} | {r['labels']} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} (n={r['runs']}) |"
-            for r in records
-        ],
-    ]
-    if bench:
-        lines += ["", bench]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write()
+    print(out.read_text())
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path end to end in under ~8 minutes on one GPU (experts, DATM at IPC 10 with N = 80,
+# The GPU path end to end in a few minutes on one GPU (experts, DATM at IPC 10 with N = 80,
 # evaluation, engine benchmark when --reference-dir is given); writes results/gpu.md.
 # `bash scripts/gpu_check.sh --dry-run` runs the same stages, tiny, on the CPU.
 set -euo pipefail

@@ -122,3 +122,43 @@ def test_gpu_check_dry_run_runs_every_stage_on_the_cpu(tmp_path):
     for stage in ("| experts |", "| distill |", "| evaluate |", "| engine benchmark |"):
         assert stage in text
     assert "| distilled | soft |" in text and "| random | hard |" in text and "Numerics:" in text
+
+
+def _args(**overrides):
+    import argparse
+
+    values = dict(
+        cases="table",
+        engines=["compiled", "compiled+cudagraphs"],
+        iterations=3,
+        threads=2,
+        device="cpu",
+        memory_budget=2.0,
+        time_limit=300.0,
+    )
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def test_report_names_cases_left_out_and_warnings_of_the_engines():
+    case = (3, 32, 1, 20, 128)
+    measured = {"median": 0.5, "first": 9.0, "peak_mib": 100.0}
+    rows = [
+        {
+            "case": case,
+            "reference": {"median": 1.0, "peak_mib": 200.0},
+            "compiled": {**measured, "warnings": []},
+            "compiled+cudagraphs": {**measured, "median": 0.25, "warnings": ["torch.compile failed for the x"]},
+        }
+    ]
+    text = bench.report(rows, _args(), "abc", "2.x", 60.0, skipped=[(3, 32, 10, 80, 128)])
+    row = next(line for line in text.splitlines() if line.startswith("| 3x32x32, IPC 1, N=20 |"))
+    assert "| 2.00x |" in row and row.rstrip().endswith("| 4.00x |")
+    assert "Not run" in text and "3x32x32, IPC 10, N=80" in text
+    assert "`compiled+cudagraphs` warned: torch.compile failed for the x" in text
+    assert "reduce-overhead" in text and "--time-limit 300" in text
+    assert "Not run" not in bench.report(rows, _args(), "abc", "2.x", 60.0)
+
+
+def test_a_measurement_past_its_timeout_is_one_error_line():
+    spec = {"role": "reference", "case": [1, 8, 1, 2, 4], "threads": 1, "iterations": 3, "device": "cpu"}
+    assert bench.measure(spec, timeout=0.01) == {"error": "timed out after 0.01 s"}

@@ -309,7 +309,8 @@ def report(
         "# Speed against the official DATM code",
         "",
         f"Command: `.venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH --cases {args.cases} "
-        f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
+        + (f"--start {args.start} " if getattr(args, "start", 1) != 1 else "")
+        + f"--engines {','.join(engines)} --iterations {args.iterations} --threads {args.threads} "
         f"--device {args.device} --memory-budget {args.memory_budget:g}"
         + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
         + "`  ",
@@ -412,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a checkout of github.com/NUS-HPC-AI-Lab/DATM (commit 97ae510)",
     )
     parser.add_argument("--cases", choices=sorted(CASES), default="table")
+    parser.add_argument(
+        "--start", type=int, default=1, help="begin at this case of the set (1-based): to finish a cut-short run"
+    )
     parser.add_argument("--engines", default="compiled", help="comma-separated project engines to time")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations after the warm-up (>= 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     results: list[dict] = []
-    cases, text = CASES[args.cases], ""
+    cases, text = CASES[args.cases][args.start - 1 :], ""
     for done, case in enumerate(cases):
         if args.time_limit is not None and time.perf_counter() - began > args.time_limit:
             break

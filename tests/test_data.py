@@ -1,6 +1,7 @@
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +65,51 @@ def test_idx_files_round_trip(tmp_path, gz, monkeypatch):
     assert np.array_equal(data.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
     assert np.array_equal(data.test_labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
     assert (tmp_path / "mnist" / ".cache" / "mnist.safetensors").is_file()
-    monkeypatch.setattr(idx, "read_idx_file", lambda *a: pytest.fail("cache was not used"))
+    monkeypatch.setattr(idx, "read_idx_bytes", lambda *a: pytest.fail("cache was not used"))
     assert torch.equal(load_dataset("mnist", tmp_path / "mnist").train_images, data.train_images)
+
+
+def test_idx_checksum_accepts_the_published_file_or_any_compression_of_its_bytes(tmp_path, monkeypatch):
+    import hashlib
+
+    import distill.data.idx as idx
+
+    arrays = _write_mnist(tmp_path / "mnist")
+    stems = list(arrays)
+    payload = {
+        stem: hashlib.md5(gzip.decompress((tmp_path / "mnist" / f"{stem}.gz").read_bytes())).hexdigest()
+        for stem in stems
+    }
+    published = {f"{stem}.gz": md5_file(tmp_path / "mnist" / f"{stem}.gz") for stem in stems}
+    # re-compressed at another level: the file's md5 changes, its decompressed bytes' does not
+    for stem in stems:
+        path = tmp_path / "mnist" / f"{stem}.gz"
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=7))
+        assert md5_file(path) != published[f"{stem}.gz"]
+    data = idx.load_idx_dataset("mnist", tmp_path / "mnist", tuple("0123456789"), published, payload)
+    assert np.array_equal(data.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    # the published file passes on its own md5 even without a decompressed checksum
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(_idx_bytes(arrays["train-labels-idx1-ubyte"])))
+    idx.verify_idx(path, gzip.decompress(path.read_bytes()), md5_file(path), None)
+    # one changed byte fails both: one line naming the fix
+    altered = bytearray(gzip.decompress(path.read_bytes()))
+    altered[-1] ^= 1
+    path.write_bytes(gzip.compress(bytes(altered)))
+    with pytest.raises(DistillError, match="fails its checksum.*decompressed md5.*download=true") as caught:
+        idx.verify_idx(path, bytes(altered), published[path.name], payload["train-labels-idx1-ubyte"])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist")
+def test_debian_fashion_mnist_files_pass_the_decompressed_checksum_anywhere():
+    import distill.data.idx as idx
+
+    path = idx.FASHION_DEBIAN_DIR / "train-labels-idx1-ubyte.gz"  # the small one: 29 KB
+    data = idx.read_idx_bytes(path)
+    assert md5_file(path) != idx.FASHION_MD5[path.name]  # re-compressed by Debian
+    idx.verify_idx(path, data, idx.FASHION_MD5[path.name], idx.FASHION_PAYLOAD_MD5["train-labels-idx1-ubyte"])
+    assert np.bincount(idx.parse_idx(data, 1, str(path))).tolist() == [6000] * 10
 
 
 def test_idx_wrong_magic_and_truncation_are_refused():

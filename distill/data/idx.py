@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from distill.data.cache import cached, source_key
-from distill.data.download import fetch, verify_md5
+from distill.data.download import fetch, md5_file
 from distill.data.registry import ImageData, channel_stats, register_dataset
 from distill.errors import DistillError
 
@@ -27,6 +28,14 @@ FASHION_MD5 = {
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# md5 of each file's decompressed idx bytes: the same whoever compressed it (Debian re-compresses, so
+# its .gz files differ from the publisher's byte for byte but hold the same images)
+FASHION_PAYLOAD_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -58,8 +67,8 @@ def parse_idx(data: bytes, expected_dims: int, source: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def read_idx_file(path: Path, expected_dims: int) -> np.ndarray:
-    """Read an idx or idx.gz file (decompressing at most MAX_IDX_BYTES) and parse it."""
+def read_idx_bytes(path: Path) -> bytes:
+    """The idx bytes of an idx or idx.gz file (decompressing at most MAX_IDX_BYTES)."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as handle:
@@ -70,7 +79,27 @@ def read_idx_file(path: Path, expected_dims: int) -> np.ndarray:
         raise DistillError(f"{path} cannot be decompressed ({exc}): re-download it (download=true)") from None
     if len(data) > MAX_IDX_BYTES:
         raise DistillError(f"{path} decompresses to more than {MAX_IDX_BYTES} bytes: not a dataset file")
-    return parse_idx(data, expected_dims, str(path))
+    return data
+
+
+def read_idx_file(path: Path, expected_dims: int) -> np.ndarray:
+    """Read an idx or idx.gz file and parse it (see `parse_idx`)."""
+    return parse_idx(read_idx_bytes(path), expected_dims, str(path))
+
+
+def verify_idx(path: Path, data: bytes, file_md5: str | None, payload_md5: str | None) -> None:
+    """Accept `path` (whose idx bytes are `data`) when its own md5 is the publisher's `file_md5` or its
+    decompressed bytes' md5 is `payload_md5`; with neither known, accept it. Else a one-line DistillError."""
+    if file_md5 is None and payload_md5 is None:
+        return
+    if payload_md5 is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() == payload_md5:
+        return
+    if file_md5 is not None and md5_file(path) == file_md5:
+        return
+    expected = " or ".join(
+        f"{what} md5 {md5}" for what, md5 in (("file", file_md5), ("decompressed", payload_md5)) if md5
+    )
+    raise DistillError(f"{path} fails its checksum ({expected}): re-download it (download=true)")
 
 
 def find_idx_files(root: Path) -> list[Path] | None:
@@ -86,16 +115,27 @@ def find_idx_files(root: Path) -> list[Path] | None:
     return found
 
 
-def load_idx_dataset(name: str, root: Path, class_names: tuple[str, ...], checksums: dict[str, str] | None) -> ImageData:
-    """Decode (or read from cache) the four idx files under `root` into an ImageData."""
+def load_idx_dataset(
+    name: str,
+    root: Path,
+    class_names: tuple[str, ...],
+    checksums: dict[str, str] | None,
+    payload_checksums: dict[str, str] | None = None,
+) -> ImageData:
+    """Decode (or read from cache) the four idx files under `root` into an ImageData.
+
+    `checksums`: md5 of the published files by file name; `payload_checksums`: md5 of the decompressed
+    idx bytes by file stem; a file passes when either matches (see `verify_idx`)."""
     files = find_idx_files(root)
     if files is None:
         raise DistillError(f"{name}: expected {', '.join(f + '[.gz]' for f in IDX_FILES)} in {root}")
 
     def decode() -> dict[str, torch.Tensor]:
-        for f in files:
-            verify_md5(f, (checksums or {}).get(f.name), "re-download it (download=true)")
-        arrays = [read_idx_file(f, dims) for f, dims in zip(files, (3, 1, 3, 1))]
+        arrays = []
+        for f, dims in zip(files, (3, 1, 3, 1)):
+            data = read_idx_bytes(f)
+            verify_idx(f, data, (checksums or {}).get(f.name), (payload_checksums or {}).get(f.name.removesuffix(".gz")))
+            arrays.append(parse_idx(data, dims, str(f)))
         if arrays[0].shape[0] != arrays[1].shape[0] or arrays[2].shape[0] != arrays[3].shape[0]:
             raise DistillError(f"{name}: image and label counts differ in {root}: re-download (download=true)")
         return {"train_images": torch.from_numpy(arrays[0].copy())[:, None],
@@ -139,7 +179,5 @@ def load_fashion_mnist(root: Path, download: bool = False) -> ImageData:
     if find_idx_files(root) is None:
         raise DistillError(f"fashion_mnist: expected {', '.join(f + '.gz' for f in IDX_FILES)} in {root}: "
                            "run `apt-get install dataset-fashion-mnist` or pass download=true")
-    # Debian re-compresses the .gz files, so the publisher's md5 cannot apply there; the idx parser's
-    # size checks still do.
-    checksums = None if root == FASHION_DEBIAN_DIR else FASHION_MD5
-    return load_idx_dataset("fashion_mnist", root, FASHION_CLASSES, checksums)
+    # Debian re-compresses the .gz files (other md5 than the publisher's): the decompressed md5 vouches for them
+    return load_idx_dataset("fashion_mnist", root, FASHION_CLASSES, FASHION_MD5, FASHION_PAYLOAD_MD5)

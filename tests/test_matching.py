@@ -212,6 +212,28 @@ def test_unknown_engine_names_the_valid_ones():
         make_engine("fastest", student)
 
 
+def test_compiled_engine_replays_cuda_graphs_only_on_a_gpu_and_auto_never(monkeypatch):
+    import distill.matching.programs as programs_module
+    import distill.matching.unroll as unroll
+
+    modes = []
+
+    def recording_compile(fn, **options):
+        modes.append(options.get("mode"))
+        return fn
+
+    monkeypatch.setattr(programs_module.torch, "compile", recording_compile)
+    student = _problem(0)[0]
+    assert not unroll.on_cuda(student)
+    make_engine("compiled", student)
+    monkeypatch.setattr(unroll, "on_cuda", lambda student: True)  # as if the student were on a GPU
+    make_engine("compiled", student)
+    make_engine("auto", student)  # keeps programs' graphs for backward: no replay
+    assert modes == [None, None, "reduce-overhead", "reduce-overhead", None, None]
+    StepPrograms(student, compile=True, backend="aot_eager", cuda_graphs=True)  # mode is Inductor's alone
+    assert modes[-2:] == [None, None]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_inductor_compiled_engine_equals_eager(dtype):

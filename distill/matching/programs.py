@@ -50,9 +50,19 @@ class StepPrograms:
     the same graphs without generating code: quick to build, for tests); the first time compiling or
     a compiled call fails (old torch, no C++ compiler, an op the compiler cannot take), both programs
     fall back to eager for good, with one warning line. `compile=False` runs them eagerly.
+    `cuda_graphs=True` (Inductor only) also replays each compiled program as a CUDA graph
+    (`mode="reduce-overhead"`): on a GPU a student step is a few hundred small kernels, so launching
+    them one by one costs more than running them. Only for callers that use each output before the
+    next call (the replay overwrites it) and keep no graph for backward.
     """
 
-    def __init__(self, student: FlatModel, compile: bool = True, backend: str | Callable = "inductor"):
+    def __init__(
+        self,
+        student: FlatModel,
+        compile: bool = True,
+        backend: str | Callable = "inductor",
+        cuda_graphs: bool = False,
+    ):
         def inner_loss(w: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
             return soft_cross_entropy(student.pure(w, x), p)
 
@@ -63,9 +73,10 @@ class StepPrograms:
             return (g, *pullback(a))
 
         self._eager = {"gradient": gradient, "adjoint": adjoint}
+        options = {"mode": "reduce-overhead"} if cuda_graphs and backend == "inductor" else {}
         self._compiled = (
             {
-                name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+                name: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, **options)
                 for name, fn in self._eager.items()
             }
             if compile

@@ -366,14 +366,23 @@ Engine = Callable[
 ]
 """(start, target, images, label_logits, hard_targets, lr, plan) -> MatchResult, for one student."""
 
+
+def on_cuda(student: FlatModel) -> bool:
+    """Whether the student's parameters live on a CUDA device."""
+    return any(p.is_cuda for p in student.module.parameters())
+
+
 ENGINES: dict[str, Callable[..., Callable]] = {
     "plain": lambda student, budget: partial(match_plain, student),
     "flat": lambda student, budget: partial(match_flat, student),
-    "compiled": lambda student, budget: partial(match_programs, StepPrograms(student, compile=True)),
+    "compiled": lambda student, budget: partial(
+        match_programs, StepPrograms(student, compile=True, cuda_graphs=on_cuda(student))
+    ),
     "auto": lambda student, budget: partial(match_programs, StepPrograms(student, compile=True), keep_bytes=budget),
 }
 """Engine name -> builder taking the student and the memory budget in bytes (built once per run:
-`compiled` and `auto` compile on first use)."""
+`compiled` and `auto` compile on first use; on a GPU `compiled` replays its programs as CUDA graphs,
+`auto`, which keeps programs' graphs for backward, does not)."""
 
 
 def make_engine(

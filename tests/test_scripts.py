@@ -269,6 +269,78 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
 
 
+@pytest.mark.parametrize("name", sorted(fmnist.BUDGET_VARIANTS))
+def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS[name]
+    spec = fmnist.run_specs(CHOICES)[base]
+    seen = []
+
+    def fake_distill(cfg):
+        seen.append(cfg)
+        out = Path(cfg.paths.distill)
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 75}, "skipped_updates": 2}))
+        return out
+
+    monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"mean": 0.7, "std": 0.01, "runs": 3}])
+    row = bench.variant(name, spec, changes)
+    (cfg,) = seen
+    plain = bench.config(
+        [*fmnist.run_overrides(spec[0], "datm", spec[2], spec[3], fmnist.ITERATIONS[spec[0]], 1), "distill.method=datm"]
+    )
+    assert cfg.distill.syn_steps == changes.get("syn_steps", plain.distill.syn_steps) == row["syn_steps"]
+    assert cfg.distill.lr_img == changes.get("lr_img", spec[3]) == row["lr_img"]
+    assert cfg.distill.iterations == changes.get("iterations", fmnist.ITERATIONS[spec[0]]) == row["iterations"]
+    assert (cfg.distill.ipc, cfg.distill.method, cfg.distill.min_start_epoch) == (spec[0], "datm", spec[2][0])
+    assert Path(cfg.paths.results) == tmp_path / "budget" / "results"  # out of the benchmark's tables
+    assert row["test"] == [0.7, 0.01, 3] and row["best"]["iteration"] == 75 and row["skipped"] == 2
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: pytest.fail("a finished variant is not rerun"))
+    assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
+
+
+def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
+    common = {"distill": 60.0, "evaluate": 30.0, "skipped": 0, "lr_img": 1000.0, "syn_steps": 20}
+    rows = {
+        "datm_ipc1_n40": {
+            **common,
+            "iterations": 400,
+            "syn_steps": 40,
+            "best": {"score": 0.739, "iteration": 100},
+            "test": [0.695, 0.006, 3],
+        },
+        "datm_ipc1": {
+            **common,
+            "iterations": 400,
+            "best": {"score": 0.727, "iteration": 100},
+            "test": [0.663, 0.004, 3],
+        },
+        "datm_ipc10_lr100": {
+            **common,
+            "iterations": 300,
+            "lr_img": 100.0,
+            "best": {"score": 0.796, "iteration": 225},
+            "test": None,
+        },
+    }
+    out = tmp_path / "budget.md"
+    fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
+    table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
+    assert table[0].startswith("| datm_ipc1 (benchmark) | 1 | 400 | 20 | 1000 | 0.727 (100) | 0 | 66.3 ± 0.4 (n=3) |")
+    assert table[1].startswith("| datm_ipc1_n40 | 1 | 400 | 40 | 1000 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |")
+    assert table[2].startswith("| datm_ipc10_lr100 | 10 | 300 | 20 | 100 |") and "| – |" in table[2]
+    assert "--budget-study" in out.read_text() and "70.6 / 84.6 / 88.7" in out.read_text()
+
+
+def test_budget_study_needs_the_benchmark_first(tmp_path):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    with pytest.raises(fmnist.DistillError, match="run the benchmark first"):
+        fmnist.budget_study(bench, None, [])
+
+
 def test_each_command_binds_one_stage_and_no_job_imports_another():
     jobs = sorted((ROOT / "distill" / "jobs").glob("*.py"))
     assert {p.stem for p in jobs} >= {"buffers", "distill", "evaluate", "pipeline", "inspect"}

@@ -25,8 +25,10 @@ strides first (one small copy per step).
 The official utils import torchvision at module level but never use it in the timed loop: when
 torchvision is absent a stand-in module is installed, and the report says so.
 
-An engine name may carry `+cudagraphs` (e.g. `compiled+cudagraphs`, CUDA only): the same engine with
-Inductor's CUDA graphs on, what `torch.compile(mode="reduce-overhead")` switches on. The report is
+An engine name may carry `+cudagraphs` (e.g. `auto+cudagraphs`, CUDA only): the same engine with
+Inductor's CUDA graphs switched on for every compiled program (`torch._inductor.config.triton.cudagraphs`,
+what `torch.compile(mode="reduce-overhead")` sets). Since commit 0934deb `compiled` does this by itself
+on a GPU, so there `compiled+cudagraphs` equals `compiled`; it is how the GPU table measured it before. The report is
 rewritten after every case, so a run cut short (`--time-limit`, a killed job) still leaves its rows.
 """
 

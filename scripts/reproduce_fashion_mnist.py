@@ -513,7 +513,8 @@ def write_budget_report(
         "Each variant is one of the benchmark's DATM runs (`results/" + bench.dataset + "_benchmark.md`) with the "
         "settings in its row changed, from the same experts, windows and initialisation, its set selected on "
         "the validation split and evaluated with the benchmark's protocol (3 runs x 500 epochs). A sensitivity "
-        "study, not a choice: the benchmark keeps the settings its procedure picked.",
+        "study, not a choice: the benchmark keeps the settings its procedure picked. A benchmark row's evaluate "
+        "time includes its baselines (the random subset; at IPC 1 also the full-set baseline).",
         "",
         "| run | IPC | iterations | N | lr_img | best validation (iteration) | skipped updates | "
         "test accuracy % | distill s | evaluate s |",

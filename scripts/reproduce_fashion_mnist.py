@@ -23,9 +23,13 @@ How every setting is chosen (never on the test split):
   65 of 300 updates skipped); IPC 50 the late part, t in [P/2, E - M + 1). MTT: t
   uniform in [0, E - M + 1) (its rule). The ablation: early-only [0, max(2, P/2)) and late-only
   [P, E - M + 1) at IPC 1 and 50.
-- lr_img, per method: pilot runs at IPC 1 and at IPC 10 (60 iterations each) with lr_img in
-  {10, 100, 1000}; the one whose set scores best on the validation split (one 150-epoch training)
-  is used at that IPC, and IPC 10's also at IPC 50 (both step on minibatches of 100 images).
+- lr_img, per method: pilot runs at IPC 1 and at IPC 10 with lr_img in {10, 100, 1000}, each half as
+  long as that IPC's run (200 / 150 iterations); the one whose set scores best on the validation
+  split (one 150-epoch training) is used at that IPC, and IPC 10's also at IPC 50 (both step on
+  minibatches of 100 images). Pilots of 60 iterations, an earlier version of this rule, favoured fast
+  starts: they picked 1000 for DATM at IPC 10, whose full run then peaked at iteration 75 (validation
+  0.778) and skipped 40 updates, while the whole run at 100 reached 0.796 on validation, and at IPC 50
+  0.845 against 0.821 (`--budget-study`).
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
   starts from is a candidate, as in the official code's default) and every quarter of the run. The lr
   pilots are scored by the set they end with.
@@ -64,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IPCS = (1, 10, 50)
 ITERATIONS = {1: 400, 10: 300, 50: 200}
 LR_GRID = (10.0, 100.0, 1000.0)
-PILOT_ITERATIONS = 60
+PILOT_FRACTION = 2  # a pilot runs 1 / PILOT_FRACTION of its IPC's iterations
 PILOT_IPCS = (1, 10)
 BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
@@ -102,6 +106,23 @@ def windows(plateau: int, epochs: int, expert_epochs: int) -> dict[str, tuple[in
         "early-only": (0, early, early, 1),
         "late-only": (plateau, top, top, 1),
     }
+
+
+def pilot_iterations(ipc: int) -> int:
+    """How long an lr pilot at `ipc` runs: a fixed share of that IPC's run."""
+    return ITERATIONS[ipc] // PILOT_FRACTION
+
+
+def set_aside(folder: Path, overrides: list[str]) -> None:
+    """Move a finished run's `folder` to `<name>.superseded-<n>` when it was made with other settings
+    than `overrides` (so the new run starts fresh and the old outputs survive); else leave it."""
+    recorded = folder / TIMING_FILE
+    if not recorded.is_file() or finished(folder, overrides) is not None:
+        return
+    n = 1
+    while folder.with_name(f"{folder.name}.superseded-{n}").exists():
+        n += 1
+    folder.rename(folder.with_name(f"{folder.name}.superseded-{n}"))
 
 
 def choose_lr(scores: dict[float, float]) -> float:
@@ -184,8 +205,12 @@ class Benchmark:
     def choices(self, folder: Path) -> dict:
         """Plateau, windows and lr_img, chosen on the validation split (stored; reused when resuming)."""
         path = self.work / "choices.json"
+        pilot_lengths = {str(ipc): pilot_iterations(ipc) for ipc in PILOT_IPCS}
         if path.is_file():
-            return json.loads(path.read_text())
+            stored = json.loads(path.read_text())
+            if stored.get("pilot_iterations") == pilot_lengths:
+                return stored
+            path.rename(path.with_name("choices.superseded.json"))  # made by an earlier rule: choose again
         cfg = self.config([])
         curve = validation_curve(cfg, folder)
         plateau = plateau_epoch(curve)
@@ -193,6 +218,7 @@ class Benchmark:
             "validation_accuracy_per_epoch": [round(a, 4) for a in curve],
             "plateau_epoch": plateau,
             "windows": windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs),
+            "pilot_iterations": pilot_lengths,
             "lr_img": {},
             "pilot_scores": {},
             "pilot_seconds": 0.0,
@@ -203,19 +229,21 @@ class Benchmark:
                 scores = {}
                 for lr in LR_GRID:
                     window = chosen["windows"][f"datm_ipc{ipc}" if method == "datm" else "mtt"]
-                    out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}"
-                    overrides = run_overrides(ipc, method, window, lr, PILOT_ITERATIONS, PILOT_ITERATIONS, False)
+                    steps = pilot_iterations(ipc)
+                    out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}_it{steps}"
+                    overrides = run_overrides(ipc, method, window, lr, steps, steps, False)
                     scores[lr], seconds = self.pilot(out, overrides)
                     chosen["pilot_seconds"] += seconds
                 chosen["lr_img"][method][str(ipc)] = choose_lr(scores)
                 chosen["pilot_scores"][method][str(ipc)] = {f"{lr:g}": round(v, 4) for lr, v in scores.items()}
         atomic_write_json(path, chosen)
-        return chosen
+        return json.loads(path.read_text())  # the stored form (lists, not tuples), as a resumed run sees it
 
     def pilot(self, out: Path, overrides: list[str]) -> tuple[float, float]:
         """One lr pilot (reused when an earlier invocation finished it): (validation score, seconds)."""
         recorded = finished(out, overrides)
         if recorded is None:
+            set_aside(out, overrides)
             started = time.perf_counter()
             run_distill(self.config([*overrides, f"paths.distill={out}"]))
             recorded = {"overrides": overrides, "distill": time.perf_counter() - started}
@@ -234,6 +262,7 @@ class Benchmark:
         recorded = finished(self.work / name, overrides)
         if recorded is not None:
             return recorded["distill"], recorded["evaluate"]
+        set_aside(self.work / name, overrides)
         cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
@@ -261,6 +290,7 @@ class Benchmark:
         out = self.work / "budget" / name
         recorded = finished(out, overrides)
         if recorded is None:
+            set_aside(out, overrides)
             cfg = self.config([*overrides, f"paths.distill={out}", f"paths.results={self.work / 'budget' / 'results'}"])
             started = time.perf_counter()
             distill_to_the_end(cfg)
@@ -414,7 +444,8 @@ def write_report(
             "",
             f"Experts' mean validation accuracy per epoch: {choices['validation_accuracy_per_epoch']}; "
             f"plateau epoch P = {choices['plateau_epoch']}.  ",
-            f"Pilot validation accuracy by method, IPC and lr_img ({PILOT_ITERATIONS} iterations): "
+            "Pilot validation accuracy by method, IPC and lr_img "
+            f"({', '.join(f'IPC {i}: {pilot_iterations(i)}' for i in PILOT_IPCS)} iterations): "
             f"{json.dumps(choices['pilot_scores'])}; chosen: {json.dumps(choices['lr_img'])}.",
             "",
             "| run | IPC | labels | window of t | lr_img | iterations |",
@@ -474,8 +505,8 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     bench.experts()  # the benchmark's experts: reused, trained only when missing
     specs = run_specs(json.loads(choices_path.read_text()))
     default_steps = bench.config([]).distill.syn_steps
-    benchmark_tests = {
-        r["ipc"]: (r["mean"], r["std"], r["runs"])
+    benchmark_records = {
+        r["ipc"]: r
         for r in newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
         if r["set"] == "distilled" and r["method"] == "datm"
     }
@@ -486,10 +517,12 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
         if base not in rows and (bench.work / base / TIMING_FILE).is_file():
             recorded = json.loads((bench.work / base / TIMING_FILE).read_text())
             ipc = specs[base][0]
+            record = benchmark_records.get(ipc, {})
             rows[base] = {
                 **recorded,
                 **run_facts(bench.work / base),
-                "test": benchmark_tests.get(ipc),
+                "test": [record["mean"], record["std"], record["runs"]] if record else None,
+                "commit": (record.get("git_commit") or "")[:7],
                 "iterations": ITERATIONS[ipc],
                 "lr_img": specs[base][3],
                 "syn_steps": syn_steps_of(recorded["overrides"], default_steps),
@@ -523,7 +556,11 @@ def write_budget_report(
     for name, row in sorted(rows.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
         test = row.get("test")
         test_cell = "–" if not test else f"{100 * test[0]:.1f} ± {100 * test[1]:.1f} (n={test[2]})"
-        label = name if name in BUDGET_VARIANTS else f"{name} (benchmark)"
+        label = (
+            name
+            if name in BUDGET_VARIANTS
+            else f"{name} (benchmark{', ' + row['commit'] if row.get('commit') else ''})"
+        )
         ipc = name.split("ipc")[1].split("_")[0]
         lines.append(
             f"| {label} | {ipc} | {row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | "

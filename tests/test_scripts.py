@@ -94,6 +94,48 @@ def test_benchmark_runs_compose_and_validate(name):
     assert cfg.distill.evaluate_initial  # a run's starting set is a candidate
 
 
+def test_lr_pilots_run_half_of_their_ipcs_run():
+    assert {ipc: fmnist.pilot_iterations(ipc) for ipc in fmnist.PILOT_IPCS} == {1: 200, 10: 150}
+
+
+def test_a_run_made_with_other_settings_is_set_aside_not_overwritten(tmp_path):
+    folder = tmp_path / "datm_ipc10"
+    folder.mkdir()
+    (folder / "distilled.safetensors").write_bytes(b"set")
+    (folder / fmnist.TIMING_FILE).write_text(json.dumps({"overrides": ["distill.lr_img=1000.0"], "distill": 1.0}))
+    fmnist.set_aside(folder, ["distill.lr_img=1000.0"])  # same settings: kept for reuse
+    assert (folder / "distilled.safetensors").is_file()
+    fmnist.set_aside(folder, ["distill.lr_img=100.0"])
+    assert not folder.exists()
+    assert (tmp_path / "datm_ipc10.superseded-1" / "distilled.safetensors").read_bytes() == b"set"
+    (tmp_path / "interrupted").mkdir()  # no recorded settings: an interrupted run, left to resume
+    fmnist.set_aside(tmp_path / "interrupted", ["distill.lr_img=100.0"])
+    assert (tmp_path / "interrupted").is_dir()
+
+
+def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    (tmp_path / "choices.json").write_text(json.dumps({"lr_img": {}, "pilot_iterations": {"1": 60, "10": 60}}))
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
+    pilots = []
+
+    def fake_pilot(out, overrides):
+        pilots.append((out.name, overrides))
+        return (0.5 if "distill.lr_img=100.0" in overrides else 0.4), 1.0
+
+    monkeypatch.setattr(bench, "pilot", fake_pilot)
+    chosen = bench.choices(tmp_path)
+    assert chosen["pilot_iterations"] == {"1": 200, "10": 150} and chosen["lr_img"]["datm"] == {"1": 100.0, "10": 100.0}
+    assert "datm_ipc10_lr100_it150" in {name for name, _ in pilots}
+    assert all(
+        f"distill.iterations={fmnist.pilot_iterations(int(n.split('ipc')[1].split('_')[0]))}" in o for n, o in pilots
+    )
+    assert (tmp_path / "choices.superseded.json").is_file()
+    monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("stored choices of this rule are reused"))
+    assert bench.choices(tmp_path) == chosen
+
+
 def test_lr_pilots_are_scored_by_the_set_they_end_with():
     bench = fmnist.Benchmark("fashion_mnist", [])
     overrides = fmnist.run_overrides(1, "datm", (0, 2, 2, 1), 100.0, 60, 60, evaluate_initial=False)

@@ -112,6 +112,7 @@ def test_failed_reference_rows_are_extrapolated_linearly_in_steps():
     assert "extrapolated" not in rows[3]  # no two measured rows of that shape
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_stage_on_the_cpu(tmp_path):
     import gpu_check
 

@@ -311,7 +311,8 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
 
 
-@pytest.mark.parametrize("name", sorted(fmnist.BUDGET_VARIANTS))
+# one variant per kind of change (N; iterations; lr_img and N): each case composes three configs
+@pytest.mark.parametrize("name", ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40"])
 def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
@@ -391,3 +392,10 @@ def test_each_command_binds_one_stage_and_no_job_imports_another():
         assert not imported, f"{path.name} imports {imported}"
     for name in ("buffers", "distill", "evaluate", "pipeline"):
         assert f"from distill.stages.{name} import run_" in (ROOT / "distill" / "jobs" / f"{name}.py").read_text()
+
+
+def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
+    specs = fmnist.run_specs(CHOICES)
+    for base, changes in fmnist.BUDGET_VARIANTS.values():
+        assert base in specs and specs[base][1] == "datm"
+        assert changes and set(changes) <= {"syn_steps", "iterations", "lr_img"}

@@ -83,6 +83,10 @@ BUDGET_VARIANTS = {
     "datm_ipc10_lr100_n40": ("datm_ipc10", {"lr_img": 100.0, "syn_steps": 40}),
     "datm_ipc50_lr100": ("datm_ipc50", {"lr_img": 100.0}),
     "datm_ipc50_lr100_n40": ("datm_ipc50", {"lr_img": 100.0, "syn_steps": 40}),
+    # added after the six above had run: does the learned student lr (0.01 -> 0.03-0.06) cause the
+    # early peaks and skipped updates? lr_lr 100x smaller keeps it near its start
+    "datm_ipc10_lrlr1e-7": ("datm_ipc10", {"lr_lr": 1e-7}),
+    "datm_ipc50_lrlr1e-7": ("datm_ipc50", {"lr_lr": 1e-7}),
 }
 
 
@@ -279,15 +283,14 @@ class Benchmark:
         return distilled, evaluated
 
     def variant(self, name: str, spec: tuple, changes: dict) -> dict:
-        """One budget-study run: the benchmark run `spec` with `changes` (syn_steps, iterations, lr_img),
+        """One budget-study run: the benchmark run `spec` with `changes` (syn_steps, iterations, lr_img, lr_lr),
         distilled, selected and evaluated as the benchmark's runs are, its records kept out of the
         benchmark's tables. Reused when an earlier invocation finished it. Returns its row's values."""
         ipc, method, window, lr = spec
         lr = changes.get("lr_img", lr)
         iterations = changes.get("iterations", ITERATIONS[ipc])
         overrides = [*run_overrides(ipc, "datm", window, lr, iterations, iterations // 4), f"distill.method={method}"]
-        if "syn_steps" in changes:
-            overrides.append(f"distill.syn_steps={changes['syn_steps']}")
+        overrides += [f"distill.{key}={changes[key]}" for key in ("syn_steps", "lr_lr") if key in changes]
         out = self.work / "budget" / name
         recorded = finished(out, overrides)
         if recorded is None:
@@ -306,8 +309,17 @@ class Benchmark:
                 "test": [record["mean"], record["std"], record["runs"]],
             }
             atomic_write_json(out / TIMING_FILE, recorded)
-        steps = syn_steps_of(overrides, self.config([]).distill.syn_steps)
-        return {**recorded, **run_facts(out), "iterations": iterations, "lr_img": lr, "syn_steps": steps}
+        defaults = self.config([]).distill
+        steps = syn_steps_of(overrides, defaults.syn_steps)
+        lr_lr = changes.get("lr_lr", defaults.lr_lr)
+        return {
+            **recorded,
+            **run_facts(out),
+            "iterations": iterations,
+            "lr_img": lr,
+            "syn_steps": steps,
+            "lr_lr": lr_lr,
+        }
 
 
 def run_facts(folder: Path) -> dict:
@@ -505,7 +517,7 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
         raise DistillError(f"{choices_path} not found: run the benchmark first (the study varies its runs)")
     bench.experts()  # the benchmark's experts: reused, trained only when missing
     specs = run_specs(json.loads(choices_path.read_text()))
-    default_steps = bench.config([]).distill.syn_steps
+    defaults = bench.config([]).distill
     benchmark_records = {
         r["ipc"]: r
         for r in newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
@@ -526,7 +538,8 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
                 "commit": (record.get("git_commit") or "")[:7],
                 "iterations": ITERATIONS[ipc],
                 "lr_img": specs[base][3],
-                "syn_steps": syn_steps_of(recorded["overrides"], default_steps),
+                "syn_steps": syn_steps_of(recorded["overrides"], defaults.syn_steps),
+                "lr_lr": defaults.lr_lr,
             }
         rows[name] = bench.variant(name, specs[base], changes)
         write_budget_report(bench, rows, args, time.perf_counter() - started)
@@ -553,9 +566,9 @@ def write_budget_report(
         "study, not a choice: the benchmark keeps the settings its procedure picked. A benchmark row's evaluate "
         "time includes its baselines (the random subset; at IPC 1 also the full-set baseline).",
         "",
-        "| run | IPC | iterations | N | lr_img | best validation (iteration) | skipped updates | "
+        "| run | IPC | iterations | N | lr_img | lr_lr | best validation (iteration) | skipped updates | "
         "test accuracy % | distill s | evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
         test = row.get("test")
@@ -567,7 +580,7 @@ def write_budget_report(
         )
         ipc = name.split("ipc")[1].split("_")[0]
         lines.append(
-            f"| {label} | {ipc} | {row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | "
+            f"| {label} | {ipc} | {row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | {row['lr_lr']:g} | "
             f"{row['best']['score']:.3f} ({row['best']['iteration']}) | {row['skipped']} | {test_cell} | "
             f"{row['distill']:.0f} | {row['evaluate']:.0f} |"
         )

@@ -312,7 +312,7 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
 
 
 # one variant per kind of change (N; iterations; lr_img and N): each case composes three configs
-@pytest.mark.parametrize("name", ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40"])
+@pytest.mark.parametrize("name", ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7"])
 def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
@@ -337,15 +337,17 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert cfg.distill.syn_steps == changes.get("syn_steps", plain.distill.syn_steps) == row["syn_steps"]
     assert cfg.distill.lr_img == changes.get("lr_img", spec[3]) == row["lr_img"]
     assert cfg.distill.iterations == changes.get("iterations", fmnist.ITERATIONS[spec[0]]) == row["iterations"]
+    assert cfg.distill.lr_lr == changes.get("lr_lr", plain.distill.lr_lr)
     assert (cfg.distill.ipc, cfg.distill.method, cfg.distill.min_start_epoch) == (spec[0], "datm", spec[2][0])
     assert Path(cfg.paths.results) == tmp_path / "budget" / "results"  # out of the benchmark's tables
+    assert row["lr_lr"] == cfg.distill.lr_lr
     assert row["test"] == [0.7, 0.01, 3] and row["best"]["iteration"] == 75 and row["skipped"] == 2
     monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: pytest.fail("a finished variant is not rerun"))
     assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
 
 
 def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
-    common = {"distill": 60.0, "evaluate": 30.0, "skipped": 0, "lr_img": 1000.0, "syn_steps": 20}
+    common = {"distill": 60.0, "evaluate": 30.0, "skipped": 0, "lr_img": 1000.0, "syn_steps": 20, "lr_lr": 1e-5}
     rows = {
         "datm_ipc1_n40": {
             **common,
@@ -371,8 +373,10 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     out = tmp_path / "budget.md"
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
-    assert table[0].startswith("| datm_ipc1 (benchmark) | 1 | 400 | 20 | 1000 | 0.727 (100) | 0 | 66.3 ± 0.4 (n=3) |")
-    assert table[1].startswith("| datm_ipc1_n40 | 1 | 400 | 40 | 1000 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |")
+    assert table[0].startswith(
+        "| datm_ipc1 (benchmark) | 1 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | 66.3 ± 0.4 (n=3) |"
+    )
+    assert table[1].startswith("| datm_ipc1_n40 | 1 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |")
     assert table[2].startswith("| datm_ipc10_lr100 | 10 | 300 | 20 | 100 |") and "| – |" in table[2]
     assert "--budget-study" in out.read_text() and "70.6 / 84.6 / 88.7" in out.read_text()
 
@@ -398,4 +402,4 @@ def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
     specs = fmnist.run_specs(CHOICES)
     for base, changes in fmnist.BUDGET_VARIANTS.values():
         assert base in specs and specs[base][1] == "datm"
-        assert changes and set(changes) <= {"syn_steps", "iterations", "lr_img"}
+        assert changes and set(changes) <= {"syn_steps", "iterations", "lr_img", "lr_lr"}

@@ -43,6 +43,11 @@ def graph_bytes(output: torch.Tensor) -> int:
     return total
 
 
+def on_cuda(student: FlatModel) -> bool:
+    """Whether the student's parameters live on a CUDA device (its programs can replay CUDA graphs)."""
+    return any(p.is_cuda for p in student.module.parameters())
+
+
 class StepPrograms:
     """The `gradient` and `adjoint` programs of one student (see the module docstring).
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from distill.data.augment import DsaDraw, apply_dsa, draw_dsa
 from distill.errors import DistillError
 from distill.matching.loss import matching_loss, soft_cross_entropy
-from distill.matching.programs import StepPrograms
+from distill.matching.programs import StepPrograms, on_cuda
 from distill.matching.settings import DistillSettings
 from distill.models.flat import FlatModel
 
@@ -365,11 +365,6 @@ Engine = Callable[
     MatchResult,
 ]
 """(start, target, images, label_logits, hard_targets, lr, plan) -> MatchResult, for one student."""
-
-
-def on_cuda(student: FlatModel) -> bool:
-    """Whether the student's parameters live on a CUDA device."""
-    return any(p.is_cuda for p in student.module.parameters())
 
 
 ENGINES: dict[str, Callable[..., Callable]] = {

@@ -82,11 +82,6 @@ def read_idx_bytes(path: Path) -> bytes:
     return data
 
 
-def read_idx_file(path: Path, expected_dims: int) -> np.ndarray:
-    """Read an idx or idx.gz file and parse it (see `parse_idx`)."""
-    return parse_idx(read_idx_bytes(path), expected_dims, str(path))
-
-
 def verify_idx(path: Path, data: bytes, file_md5: str | None, payload_md5: str | None) -> None:
     """Accept `path` (whose idx bytes are `data`) when its own md5 is the publisher's `file_md5` or its
     decompressed bytes' md5 is `payload_md5`; with neither known, accept it. Else a one-line DistillError."""

@@ -163,3 +163,14 @@ def test_report_names_cases_left_out_and_warnings_of_the_engines():
 def test_a_measurement_past_its_timeout_is_one_error_line():
     spec = {"role": "reference", "case": [1, 8, 1, 2, 4], "threads": 1, "iterations": 3, "device": "cpu"}
     assert bench.measure(spec, timeout=0.01) == {"error": "timed out after 0.01 s"}
+
+
+@pytest.mark.slow
+def test_device_engine_check_passes_on_the_cpu(tmp_path):
+    import check_engines_device
+
+    out = tmp_path / "check.txt"
+    assert check_engines_device.main(["--device", "cpu", "--dtypes", "float64", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and all(line.startswith("ok") and "against plain" in line for line in lines)
+    assert any("compiled+cudagraphs call 2" in line for line in lines)

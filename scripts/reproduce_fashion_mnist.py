@@ -36,8 +36,9 @@ How every setting is chosen (never on the test split):
   pilots are scored by the set they end with.
 
 `--budget-study` (after the benchmark, from its experts and choices) measures what a larger budget
-buys the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one setting
-changed (more student steps N, more iterations, the pilots' second lr_img), selected and evaluated
+buys the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one or two
+settings changed (more student steps N, more iterations, the pilots' second lr_img, a student lr held
+near its start), selected and evaluated
 exactly like the benchmark's runs. It reports a sensitivity, not a choice: the benchmark's settings stay
 as the procedure above picked them. Writes results/<dataset>_budget.md; its evaluation records stay in
 runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
@@ -310,15 +311,13 @@ class Benchmark:
             }
             atomic_write_json(out / TIMING_FILE, recorded)
         defaults = self.config([]).distill
-        steps = syn_steps_of(overrides, defaults.syn_steps)
-        lr_lr = changes.get("lr_lr", defaults.lr_lr)
         return {
             **recorded,
             **run_facts(out),
             "iterations": iterations,
             "lr_img": lr,
-            "syn_steps": steps,
-            "lr_lr": lr_lr,
+            "syn_steps": changes.get("syn_steps", defaults.syn_steps),
+            "lr_lr": changes.get("lr_lr", defaults.lr_lr),
         }
 
 

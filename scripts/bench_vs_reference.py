@@ -3,7 +3,7 @@
 Usage:
     .venv/bin/python scripts/bench_vs_reference.py --reference-dir PATH [--cases table|quick|tiny]
         [--engines compiled,auto] [--memory-budget GIB] [--iterations 3] [--threads N] [--device cpu|cuda]
-        [--time-limit SECONDS] [--out FILE]
+        [--start K] [--time-limit SECONDS] [--child-timeout SECONDS] [--out FILE]
 
 PATH is a checkout of https://github.com/NUS-HPC-AI-Lab/DATM (measured at commit 97ae510); none of
 its code is part of this repository. The script imports its `networks.ConvNet`, `ReparamModule`,
@@ -28,8 +28,9 @@ torchvision is absent a stand-in module is installed, and the report says so.
 An engine name may carry `+cudagraphs` (e.g. `auto+cudagraphs`, CUDA only): the same engine with
 Inductor's CUDA graphs switched on for every compiled program (`torch._inductor.config.triton.cudagraphs`,
 what `torch.compile(mode="reduce-overhead")` sets). Since commit 0934deb `compiled` does this by itself
-on a GPU, so there `compiled+cudagraphs` equals `compiled`; it is how the GPU table measured it before. The report is
-rewritten after every case, so a run cut short (`--time-limit`, a killed job) still leaves its rows.
+on a GPU, so there `compiled+cudagraphs` equals `compiled`; it is how the GPU table measured it before.
+The report is rewritten after every case, so a run cut short (`--time-limit`, a killed job) still
+leaves its rows; `--start K` finishes such a run from its K-th case.
 """
 
 from __future__ import annotations

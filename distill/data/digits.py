@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from distill.data.registry import ImageData, channel_stats, register_dataset
+from distill.data.splits import fixed_test_split
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -21,16 +22,11 @@ def load_digits_dataset(root: Path | None = None, download: bool = False) -> Ima
     Pixel values 0..16 are rescaled to uint8 0..255. `root` and `download` are ignored.
     """
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels
-    )
-    idx_train.sort()
-    idx_test.sort()
+    idx_train, idx_test = fixed_test_split(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     train_images = torch.from_numpy(images[idx_train])
     mean, std = channel_stats(train_images)
     return ImageData(

@@ -96,4 +96,4 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 def _import_builtin_loaders() -> None:
     # Imported lazily so that the registry module itself stays free of file formats.
-    from distill.data import cifar, digits, idx, svhn, tiny_imagenet  # noqa: F401
+    from distill.data import cifar, digits, idx, mnist_5k, svhn, tiny_imagenet  # noqa: F401

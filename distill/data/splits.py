@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from distill.errors import DistillError
+
+
+def fixed_test_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) indices of `labels` [N]: a stratified, seeded `test_fraction` held out as the test
+    split, for datasets published without one."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels)
+    return np.sort(train), np.sort(test)
 
 
 def stratified_holdout(labels: torch.Tensor, holdout_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

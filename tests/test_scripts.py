@@ -311,17 +311,24 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
 
 
-def test_full_set_baseline_takes_at_least_the_steps_of_20_epochs_over_50000_images():
-    assert fmnist.full_set_epochs(20, 59_000) == 20  # Fashion-MNIST: unchanged
-    assert fmnist.full_set_epochs(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000
+def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
+    assert fmnist.step_scaled(20, 59_000) == 20 and fmnist.step_scaled(20, None) == 20  # Fashion-MNIST: unchanged
+    assert fmnist.step_scaled(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000 > 285 x 3,500
     assert 286 * 3_500 >= 20 * 50_000 > 285 * 3_500
+    assert fmnist.Benchmark("fashion_mnist", [], 59_000).config([]) == fmnist.Benchmark("fashion_mnist", []).config([])
+    small = fmnist.Benchmark("mnist_5k", [], 3_500)
+    cfg = small.config([])
+    assert (cfg.buffers.epochs, cfg.distill.expert_epochs) == (143, 29)
+    assert small.config(["buffers.epochs=12"]).buffers.epochs == 12  # an explicit override still wins
+    w = fmnist.windows(40, cfg.buffers.epochs, cfg.distill.expert_epochs)
+    assert w["mtt"] == (0, 115, 115, 1)  # start epochs t < 143 - 29 + 1: t + M stays inside the experts
 
 
 @pytest.mark.parametrize("first", [True, False])
 def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(first, tmp_path, monkeypatch):
     monkeypatch.setattr(fmnist, "ROOT", tmp_path)
     (tmp_path / "results").mkdir()
-    bench = fmnist.Benchmark("mnist_5k", [])
+    bench = fmnist.Benchmark("mnist_5k", [], 3_500)
     bench.work = tmp_path / "work"
 
     def distilled(cfg):
@@ -332,12 +339,12 @@ def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(firs
 
     evaluated = []
     monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
-    monkeypatch.setattr(fmnist, "train_size", lambda cfg: 3_500)
     monkeypatch.setattr(fmnist, "run_evaluate", evaluated.append)
     bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=first)
     (cfg,) = evaluated
     assert cfg.eval.baselines == (["random", "full"] if first else ["random"])
     assert cfg.eval.full_epochs == (286 if first else 20)
+    assert cfg.distill.expert_epochs == 29
     assert (tmp_path / "results" / "mnist_5k_datm_ipc1_grid.png").read_bytes() == b"png"
 
 

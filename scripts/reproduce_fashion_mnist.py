@@ -60,6 +60,7 @@ runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -171,10 +172,17 @@ def set_aside(folder: Path, overrides: list[str]) -> None:
     recorded = folder / TIMING_FILE
     if not recorded.is_file() or finished(folder, overrides) is not None:
         return
+    folder.rename(numbered_aside(folder))
+
+
+def numbered_aside(path: Path) -> Path:
+    """The first free `<name>.superseded-<n><suffix>` beside `path` (n = 1, 2, ...): where an outdated output
+    moves, so that no earlier one is overwritten."""
+    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
     n = 1
-    while folder.with_name(f"{folder.name}.superseded-{n}").exists():
+    while (aside := path.with_name(f"{stem}.superseded-{n}{suffix}")).exists():
         n += 1
-    folder.rename(folder.with_name(f"{folder.name}.superseded-{n}"))
+    return aside
 
 
 def choose_lr(scores: dict[float, float]) -> float:
@@ -244,10 +252,14 @@ class Benchmark:
         self.dataset, self.extra, self.train_images = dataset, extra, train_images
         self.work = ROOT / "runs" / f"{dataset}_benchmark"
 
-    def config(self, overrides: list[str]):
+    @functools.cached_property
+    def base_overrides(self) -> list[str]:
+        """The preset and dataset, with the real-data training sized for this training split."""
         base = ["experiment=benchmark_cpu", f"dataset={self.dataset}", "paths.results=results"]
-        scaled = step_scaled_overrides(load_config(base), self.train_images)
-        return load_config([*base, *scaled, *overrides, *self.extra])
+        return [*base, *step_scaled_overrides(load_config(base), self.train_images)]
+
+    def config(self, overrides: list[str]):
+        return load_config([*self.base_overrides, *overrides, *self.extra])
 
     def experts(self) -> tuple[Path, float]:
         cfg = self.config([])
@@ -264,7 +276,7 @@ class Benchmark:
             stored = json.loads(path.read_text())
             if stored.get("rule") == CHOICES_RULE and stored.get("pilot_iterations") == pilot_lengths:
                 return stored
-            path.rename(path.with_name("choices.superseded.json"))  # made by an earlier rule: choose again
+            path.rename(numbered_aside(path))  # made by an earlier rule: choose again, keep the old choices
         cfg = self.config([])
         curve = validation_curve(cfg, folder)
         plateau = plateau_epoch(curve)

@@ -135,7 +135,7 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     assert all(
         f"distill.iterations={fmnist.pilot_iterations(int(n.split('ipc')[1].split('_')[0]))}" in o for n, o in pilots
     )
-    assert (tmp_path / "choices.superseded.json").is_file()
+    assert (tmp_path / "choices.superseded-1.json").is_file()
     mtt_pilots = {name: o for name, o in pilots if name.startswith("mtt_ipc1_")}
     assert mtt_pilots and all("distill.max_start_epoch=1" in o for o in mtt_pilots.values())  # MTT's own window
     monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("stored choices of this rule are reused"))
@@ -144,6 +144,8 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     (tmp_path / "choices.json").write_text(json.dumps({**chosen, "rule": fmnist.CHOICES_RULE - 1}))
     monkeypatch.setattr(bench, "pilot", fake_pilot)
     assert bench.choices(tmp_path)["rule"] == fmnist.CHOICES_RULE
+    assert json.loads((tmp_path / "choices.superseded-2.json").read_text())["rule"] == fmnist.CHOICES_RULE - 1
+    assert json.loads((tmp_path / "choices.superseded-1.json").read_text())["pilot_iterations"]["1"] == 60  # kept
 
 
 def test_lr_pilots_are_scored_by_the_set_they_end_with():

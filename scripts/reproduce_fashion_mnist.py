@@ -42,11 +42,15 @@ How every setting is chosen (never on the test split):
   starts: they picked 1000 for DATM at IPC 10, whose full run then peaked at iteration 75 (validation
   0.778) and skipped 40 updates, while the whole run at 100 reached 0.796 on validation, and at IPC 50
   0.845 against 0.821 (`--budget-study`). With the longer pilots the DATM IPC 10 pilot at 100
-  collapsed (0.356, 25 skipped updates), so DATM keeps 1000 on Fashion-MNIST; MTT, in its own
-  windows, gets 100 at IPC 1 and 10.
+  ended collapsed (0.356, 25 skipped updates), so DATM kept 1000 on Fashion-MNIST; MTT, in its own
+  windows, got 100 at IPC 1 and 10.
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
-  starts from is a candidate, as in the official code's default) and every quarter of the run. The lr
-  pilots are scored by the set they end with.
+  starts from is a candidate, as in the official code's default) and every quarter of the run. An lr
+  pilot is scored the same way, by its best check at each quarter and at its end, but not at
+  iteration 0 (the same set for every lr, so it cannot tell them apart). An earlier version scored a
+  pilot by the set it ended with, which is not what a run delivers: one late collapse decided DATM's
+  IPC 10 lr_img although a run keeps its best set. The mismatch was noticed in the results (the
+  collapsed pilot above), which is why the rule changed; it changed for every method and dataset.
 
 `--budget-study` (after the benchmark, from its experts and choices) measures what a larger budget
 buys the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one or two
@@ -89,7 +93,7 @@ PILOT_FRACTION = 2  # a pilot runs 1 / PILOT_FRACTION of its IPC's iterations
 PILOT_IPCS = (1, 10)
 # MTT's own start-epoch bound T+ as a share of its experts' epochs: its CIFAR-10 settings, 2 / 20 / 40 of 50
 MTT_MAX_START_SHARE = {1: 2 / 50, 10: 20 / 50, 50: 40 / 50}
-CHOICES_RULE = 3  # stored choices made by another rule (pilot length, MTT windows) are made again
+CHOICES_RULE = 4  # stored choices made by another rule (pilot length, MTT windows, pilot score) are made again
 FULL_SET_IMAGES = 50_000
 BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
@@ -200,7 +204,7 @@ def run_overrides(
     evaluate_initial: bool = True,
 ) -> list[str]:
     """Config overrides of one distillation run (on top of experiment=benchmark_cpu). A pilot passes
-    `evaluate_initial=False`: it is scored by the set it ends with, not by the set it starts from."""
+    `evaluate_initial=False`: the set it starts from is the same for every lr, so it is no candidate."""
     low, first_high, high, fraction = window
     growing = first_high < high
     out = [
@@ -221,6 +225,13 @@ def run_overrides(
     if method == "mtt":
         out += ["method=mtt"]
     return out
+
+
+def pilot_overrides(ipc: int, method: str, window: tuple[int, int, int, int], lr_img: float) -> list[str]:
+    """Config overrides of one lr pilot: `pilot_iterations(ipc)` iterations of the run, checked on the
+    validation split like a run (every quarter and at the end) but not at iteration 0."""
+    steps = pilot_iterations(ipc)
+    return run_overrides(ipc, method, window, lr_img, steps, max(1, steps // 4), evaluate_initial=False)
 
 
 def run_specs(choices: dict) -> dict[str, tuple[int, str, tuple, float]]:
@@ -288,26 +299,28 @@ class Benchmark:
             "pilot_iterations": pilot_lengths,
             "lr_img": {},
             "pilot_scores": {},
+            "pilot_best_iteration": {},
             "pilot_seconds": 0.0,
         }
         for method in METHODS:
-            chosen["lr_img"][method], chosen["pilot_scores"][method] = {}, {}
+            for key in ("lr_img", "pilot_scores", "pilot_best_iteration"):
+                chosen[key][method] = {}
             for ipc in PILOT_IPCS:
-                scores = {}
+                scores, best_at = {}, {}
                 for lr in LR_GRID:
                     window = chosen["windows"][f"{method}_ipc{ipc}"]
-                    steps = pilot_iterations(ipc)
-                    out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}_it{steps}"
-                    overrides = run_overrides(ipc, method, window, lr, steps, steps, False)
-                    scores[lr], seconds = self.pilot(out, overrides)
+                    out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}_it{pilot_iterations(ipc)}"
+                    scores[lr], best_at[f"{lr:g}"], seconds = self.pilot(out, pilot_overrides(ipc, method, window, lr))
                     chosen["pilot_seconds"] += seconds
                 chosen["lr_img"][method][str(ipc)] = choose_lr(scores)
                 chosen["pilot_scores"][method][str(ipc)] = {f"{lr:g}": round(v, 4) for lr, v in scores.items()}
+                chosen["pilot_best_iteration"][method][str(ipc)] = best_at
         atomic_write_json(path, chosen)
         return json.loads(path.read_text())  # the stored form (lists, not tuples), as a resumed run sees it
 
-    def pilot(self, out: Path, overrides: list[str]) -> tuple[float, float]:
-        """One lr pilot (reused when an earlier invocation finished it): (validation score, seconds)."""
+    def pilot(self, out: Path, overrides: list[str]) -> tuple[float, int, float]:
+        """One lr pilot (reused when an earlier invocation finished it): (its best validation score, the
+        iteration of that check, seconds)."""
         recorded = finished(out, overrides)
         if recorded is None:
             set_aside(out, overrides)
@@ -315,7 +328,8 @@ class Benchmark:
             run_distill(self.config([*overrides, f"paths.distill={out}"]))
             recorded = {"overrides": overrides, "distill": time.perf_counter() - started}
             atomic_write_json(out / TIMING_FILE, recorded)
-        return json.loads((out / "summary.json").read_text())["best"]["score"], recorded["distill"]
+        best = json.loads((out / "summary.json").read_text())["best"]
+        return best["score"], best["iteration"], recorded["distill"]
 
     def run(self, name: str, spec: tuple, first: bool) -> tuple[float, float]:
         """Distil and evaluate one run; returns (distill, evaluate) seconds. A run that finished both in
@@ -532,9 +546,10 @@ def write_report(
             "",
             f"Experts' mean validation accuracy per epoch: {choices['validation_accuracy_per_epoch']}; "
             f"plateau epoch P = {choices['plateau_epoch']}.  ",
-            "Pilot validation accuracy by method, IPC and lr_img "
+            "Pilot validation accuracy by method, IPC and lr_img, the best check after iteration 0 "
             f"({', '.join(f'IPC {i}: {pilot_iterations(i)}' for i in PILOT_IPCS)} iterations): "
-            f"{json.dumps(choices['pilot_scores'])}; chosen: {json.dumps(choices['lr_img'])}.",
+            f"{json.dumps(choices['pilot_scores'])}, at iterations "
+            f"{json.dumps(choices.get('pilot_best_iteration', {}))}; chosen: {json.dumps(choices['lr_img'])}.",
             "",
             "| run | IPC | labels | window of t | lr_img | iterations |",
             "|---|---|---|---|---|---|",

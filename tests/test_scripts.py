@@ -126,11 +126,12 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
 
     def fake_pilot(out, overrides):
         pilots.append((out.name, overrides))
-        return (0.5 if "distill.lr_img=100.0" in overrides else 0.4), 1.0
+        return (0.5 if "distill.lr_img=100.0" in overrides else 0.4), 50, 1.0
 
     monkeypatch.setattr(bench, "pilot", fake_pilot)
     chosen = bench.choices(tmp_path)
     assert chosen["pilot_iterations"] == {"1": 200, "10": 150} and chosen["lr_img"]["datm"] == {"1": 100.0, "10": 100.0}
+    assert chosen["pilot_best_iteration"]["mtt"]["10"] == {"10": 50, "100": 50, "1000": 50}
     assert "datm_ipc10_lr100_it150" in {name for name, _ in pilots}
     assert all(
         f"distill.iterations={fmnist.pilot_iterations(int(n.split('ipc')[1].split('_')[0]))}" in o for n, o in pilots
@@ -148,11 +149,31 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     assert json.loads((tmp_path / "choices.superseded-1.json").read_text())["pilot_iterations"]["1"] == 60  # kept
 
 
-def test_lr_pilots_are_scored_by_the_set_they_end_with():
+@pytest.mark.parametrize("ipc", fmnist.PILOT_IPCS)
+def test_lr_pilots_are_checked_like_runs_except_at_iteration_0(ipc):
     bench = fmnist.Benchmark("fashion_mnist", [])
-    overrides = fmnist.run_overrides(1, "datm", (0, 2, 2, 1), 100.0, 60, 60, evaluate_initial=False)
+    overrides = fmnist.pilot_overrides(ipc, "datm", (0, 2, 4, 2), 100.0)
     cfg = bench.config([*overrides, "paths.distill=/nonexistent"])
-    assert not cfg.distill.evaluate_initial and cfg.distill.eval_every == cfg.distill.iterations
+    assert cfg.distill.iterations == fmnist.pilot_iterations(ipc)
+    assert cfg.distill.eval_every == fmnist.pilot_iterations(ipc) // 4 and not cfg.distill.evaluate_initial
+    assert cfg.distill.lr_img == 100.0 and cfg.distill.expansion_end_iteration == fmnist.pilot_iterations(ipc) // 2
+
+
+def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    out, overrides = tmp_path / "pilot", ["distill.lr_img=100.0"]
+
+    def fake_distill(cfg):  # a pilot that peaks at iteration 50 and collapses by its end
+        out.mkdir()
+        summary = {"best": {"score": 0.78, "iteration": 50}, "skipped_updates": 25}
+        (out / "summary.json").write_text(json.dumps(summary))
+
+    monkeypatch.setattr(fmnist, "run_distill", fake_distill)
+    monkeypatch.setattr(bench, "config", lambda overrides: None)
+    score, iteration, seconds = bench.pilot(out, overrides)
+    assert (score, iteration) == (0.78, 50) and seconds >= 0
+    monkeypatch.setattr(fmnist, "run_distill", lambda cfg: pytest.fail("a finished pilot is reused"))
+    assert bench.pilot(out, overrides)[:2] == (0.78, 50)
 
 
 def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():

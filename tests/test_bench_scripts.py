@@ -174,3 +174,49 @@ def test_device_engine_check_passes_on_the_cpu(tmp_path):
     lines = out.read_text().splitlines()
     assert len(lines) == 4 and all(line.startswith("ok") and "against plain" in line for line in lines)
     assert any("compiled+cudagraphs call 2" in line for line in lines)
+
+
+def test_speed_bound_counts_flops_exactly_linearly_in_student_steps():
+    import cpu_speed_bound as bound
+    from torch.utils.flop_counter import FlopCounterMode
+
+    case = (1, 8, 1, 3, 4)
+    distiller, _ = bound.plain_distiller(case, threads=1)
+    with FlopCounterMode(display=False) as counter:
+        distiller.step()
+    direct = counter.get_total_flops()
+    assert direct > 0 and bound.iteration_flops(case, threads=1) == direct
+    # more student steps cost more products: one step's FLOPs are a forward, backward and double backward
+    assert bound.iteration_flops((1, 8, 1, 4, 4), threads=1) > direct
+
+
+def test_speed_bound_row_divides_flops_by_the_best_conv_rate():
+    import cpu_speed_bound as bound
+
+    measured = {"flops": 6e9, "conv": {"rate": 3e9}, "plain_seconds": 5.0}
+    row = bound.bound_row((3, 32, 1, 20, 128), measured, reference_seconds=4.0)
+    assert row["bound_seconds"] == 2.0 and row["max_speedup"] == 2.0 and row["baseline_rate_share"] == 0.5
+    without_reference = bound.bound_row((3, 32, 1, 20, 128), measured, reference_seconds=None)
+    assert without_reference["max_speedup"] == 2.5  # the plain engine's 5 s stands in
+
+
+def test_speed_bound_measures_a_tiny_case_and_reports_it(tmp_path):
+    import cpu_speed_bound as bound
+
+    measured = bound.child({"case": [1, 8, 1, 2, 4], "threads": 1, "iterations": 1})
+    assert measured["flops"] > 0 and measured["plain_seconds"] > 0
+    conv = measured["conv"]
+    assert conv["flops"] > 0 and conv["rate"] == conv["flops"] / conv["seconds"]
+    row = bound.bound_row((1, 8, 1, 2, 4), measured, None)
+    args = bound.argparse.Namespace(reference_dir=None, cases="tiny", threads=1, iterations=1)
+    text = bound.report([row], args, 1.0)
+    line = next(x for x in text.splitlines() if x.startswith("| 1x8x8, IPC 1, N=2, width 4 |"))
+    assert line.rstrip().endswith("|") and f"{row['max_speedup']:.2f}x" in line and "`plain` engine" in text
+
+
+def test_speed_bound_refuses_a_folder_that_is_no_checkout(tmp_path, capsys):
+    import cpu_speed_bound as bound
+
+    assert bound.main(["--reference-dir", str(tmp_path), "--out", str(tmp_path / "b.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--reference-dir" in err and not (tmp_path / "b.md").exists()

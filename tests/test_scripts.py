@@ -150,13 +150,18 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("ipc", fmnist.PILOT_IPCS)
-def test_lr_pilots_are_checked_like_runs_except_at_iteration_0(ipc):
+def test_an_lr_pilot_is_the_first_half_of_its_run_without_the_check_at_iteration_0(ipc):
     bench = fmnist.Benchmark("fashion_mnist", [])
-    overrides = fmnist.pilot_overrides(ipc, "datm", (0, 2, 4, 2), 100.0)
-    cfg = bench.config([*overrides, "paths.distill=/nonexistent"])
-    assert cfg.distill.iterations == fmnist.pilot_iterations(ipc)
-    assert cfg.distill.eval_every == fmnist.pilot_iterations(ipc) // 4 and not cfg.distill.evaluate_initial
-    assert cfg.distill.lr_img == 100.0 and cfg.distill.expansion_end_iteration == fmnist.pilot_iterations(ipc) // 2
+    window, run_length = (0, 2, 4, 2), fmnist.ITERATIONS[ipc]
+    pilot = bench.config([*fmnist.pilot_overrides(ipc, "datm", window, 100.0), "paths.distill=/x"]).distill
+    run_overrides = fmnist.run_overrides(ipc, "datm", window, 100.0, run_length, run_length // 4)
+    run = bench.config([*run_overrides, "paths.distill=/x"]).distill
+    assert pilot.iterations == fmnist.pilot_iterations(ipc) == run_length // 2 and not pilot.evaluate_initial
+    # the run's checks and window growth, so the pilot's two checks are the run's first two after iteration 0
+    assert pilot.eval_every == run.eval_every == run_length // 4
+    assert pilot.expansion_end_iteration == run.expansion_end_iteration == run_length // 2
+    differing = {f for f in type(run).__dataclass_fields__ if getattr(pilot, f) != getattr(run, f)}
+    assert differing == {"iterations", "evaluate_initial"}
 
 
 def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypatch):

@@ -105,6 +105,7 @@ FULL_SET_IMAGES = 50_000
 BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
 TIMING_FILE = "benchmark_seconds.json"  # a finished pilot's or run's overrides and measured seconds
+STARTED_FILE = "benchmark_started.json"  # the overrides a pilot or run was started with (an interrupted one too)
 ABLATIONS = ("early-only", "late-only")
 # name -> (the benchmark run it varies, the settings it changes); fixed before any of them ran
 BUDGET_VARIANTS = {
@@ -178,12 +179,24 @@ def pilot_iterations(ipc: int) -> int:
 
 
 def set_aside(folder: Path, overrides: list[str]) -> None:
-    """Move a finished run's `folder` to `<name>.superseded-<n>` when it was made with other settings
-    than `overrides` (so the new run starts fresh and the old outputs survive); else leave it."""
-    recorded = folder / TIMING_FILE
-    if not recorded.is_file() or finished(folder, overrides) is not None:
-        return
-    folder.rename(numbered_aside(folder))
+    """Move `folder` to `<name>.superseded-<n>` when it holds a run, finished or interrupted, made with
+    other settings than `overrides` (so the new run starts fresh and the old outputs survive), then
+    record `overrides` as the ones the run in `folder` starts with. A folder with the same settings
+    is left to be reused or resumed; one with no recorded settings is left to resume (the distill
+    stage refuses, in one line, a checkpoint made with other settings)."""
+    made_with = [recorded_overrides(folder / name) for name in (TIMING_FILE, STARTED_FILE)]
+    if any(m is not None and m != overrides for m in made_with):
+        folder.rename(numbered_aside(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / STARTED_FILE, {"overrides": overrides})
+
+
+def recorded_overrides(path: Path) -> list[str] | None:
+    """The overrides recorded in a TIMING_FILE or STARTED_FILE (None: no readable record)."""
+    try:
+        return json.loads(path.read_text())["overrides"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def numbered_aside(path: Path) -> Path:

@@ -110,11 +110,24 @@ def test_a_run_made_with_other_settings_is_set_aside_not_overwritten(tmp_path):
     fmnist.set_aside(folder, ["distill.lr_img=1000.0"])  # same settings: kept for reuse
     assert (folder / "distilled.safetensors").is_file()
     fmnist.set_aside(folder, ["distill.lr_img=100.0"])
-    assert not folder.exists()
+    assert not (folder / "distilled.safetensors").exists()
     assert (tmp_path / "datm_ipc10.superseded-1" / "distilled.safetensors").read_bytes() == b"set"
     (tmp_path / "interrupted").mkdir()  # no recorded settings: an interrupted run, left to resume
+    (tmp_path / "interrupted" / "checkpoint.pt").write_bytes(b"state")
     fmnist.set_aside(tmp_path / "interrupted", ["distill.lr_img=100.0"])
-    assert (tmp_path / "interrupted").is_dir()
+    assert (tmp_path / "interrupted" / "checkpoint.pt").is_file()
+
+
+def test_an_interrupted_run_is_resumed_with_its_settings_and_set_aside_with_others(tmp_path):
+    folder = tmp_path / "mtt_ipc10"
+    fmnist.set_aside(folder, ["distill.lr_img=100.0"])  # a new run records what it starts with
+    (folder / "checkpoint.pt").write_bytes(b"lr 100")  # ... and is killed before it finishes
+    fmnist.set_aside(folder, ["distill.lr_img=100.0"])  # the same settings again: left to resume
+    assert (folder / "checkpoint.pt").read_bytes() == b"lr 100"
+    fmnist.set_aside(folder, ["distill.lr_img=10.0"])  # other settings: a fresh folder, the old one kept
+    assert not (folder / "checkpoint.pt").exists()
+    assert (tmp_path / "mtt_ipc10.superseded-1" / "checkpoint.pt").read_bytes() == b"lr 100"
+    assert fmnist.recorded_overrides(folder / fmnist.STARTED_FILE) == ["distill.lr_img=10.0"]
 
 
 def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch):
@@ -169,7 +182,7 @@ def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypa
     out, overrides = tmp_path / "pilot", ["distill.lr_img=100.0"]
 
     def fake_distill(cfg):  # a pilot that peaks at iteration 50 and collapses by its end
-        out.mkdir()
+        out.mkdir(exist_ok=True)
         summary = {"best": {"score": 0.78, "iteration": 50}, "skipped_updates": 25}
         (out / "summary.json").write_text(json.dumps(summary))
 
@@ -371,7 +384,7 @@ def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(firs
 
     def distilled(cfg):
         out = Path(cfg.paths.distill)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "grid.png").write_bytes(b"png")
         return out
 
@@ -408,7 +421,7 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     def fake_distill(cfg):
         seen.append(cfg)
         out = Path(cfg.paths.distill)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 75}, "skipped_updates": 2}))
         return out
 

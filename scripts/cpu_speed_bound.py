@@ -55,7 +55,8 @@ def _bench_module():
 
 def plain_distiller(case, threads: int):
     """A `Distiller` with the `plain` engine on `case`'s shapes, set up as bench_vs_reference's project
-    child sets up every engine (random images, soft labels and expert vectors, DSA on)."""
+    child sets up every engine (random images, soft labels and expert vectors, DSA on). `threads` is
+    the measurement's thread count, set by the child process that measures, not here."""
     import torch
 
     from distill.matching.init import synthetic_classes
@@ -64,7 +65,6 @@ def plain_distiller(case, threads: int):
     from distill.models import FlatModel, build_model
 
     bench = _bench_module()
-    torch.set_num_threads(threads)
     channels, size, ipc, steps, width = case
     classes = bench.NUM_CLASSES
     generator = torch.Generator().manual_seed(0)
@@ -287,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "cpu_speed_bound.md"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    if args.child:  # a fresh process: its thread count is the measurement's (never set in a caller's process)
+        spec = json.loads(args.child)
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        print(json.dumps(child(spec)))
         return 0
     if args.reference_dir and not (Path(args.reference_dir) / "reparam_module.py").is_file():
         print(

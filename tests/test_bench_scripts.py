@@ -202,8 +202,11 @@ def test_speed_bound_row_divides_flops_by_the_best_conv_rate():
 
 def test_speed_bound_measures_a_tiny_case_and_reports_it(tmp_path):
     import cpu_speed_bound as bound
+    import torch
 
-    measured = bound.child({"case": [1, 8, 1, 2, 4], "threads": 1, "iterations": 1})
+    threads = torch.get_num_threads()
+    measured = bound.child({"case": [1, 8, 1, 2, 4], "threads": threads + 1, "iterations": 1})
+    assert torch.get_num_threads() == threads  # only the measuring child process sets its threads
     assert measured["flops"] > 0 and measured["plain_seconds"] > 0
     conv = measured["conv"]
     assert conv["flops"] > 0 and conv["rate"] == conv["flops"] / conv["seconds"]

@@ -195,33 +195,22 @@ class _RandomExperts:
         return (self.start if epoch == 0 else self.target).to(device)
 
 
-def project_child(spec: dict) -> dict:
-    """Time this project's `Distiller.step()` with engine spec['engine'] (optionally `+cudagraphs`);
-    any warning raised (e.g. a compile fallback) is returned under 'warnings'."""
-    import warnings
-
+def build_distiller(case, engine: str, device: str, memory_budget: float = 2.0):
+    """This project's `Distiller` on `case` (channels, size, IPC, N, width) with `engine`: random images,
+    soft labels and expert vectors (seed 0), DSA on, every iteration matching one fixed start -> target
+    pair. Returns (distiller, the student's ConvNet module)."""
     import torch
 
-    torch.set_num_threads(spec["threads"])
-    engine, _, variant = spec["engine"].partition("+")
-    if variant == "cudagraphs":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.triton.cudagraphs = True  # what mode="reduce-overhead" sets
-    elif variant:
-        raise ValueError(f"unknown engine variant {variant!r} (known: cudagraphs)")
     from distill.matching.init import synthetic_classes
     from distill.matching.loop import Distiller
     from distill.matching.settings import DistillSettings
     from distill.models import FlatModel, build_model
 
-    channels, size, ipc, steps, width = spec["case"]
-    device = spec["device"]
+    channels, size, ipc, steps, width = case
     generator = torch.Generator().manual_seed(0)
     n = NUM_CLASSES * ipc
-    student = FlatModel(
-        build_model("convnet", channels, NUM_CLASSES, size, seed=0, device=device, width=width, depth=3)
-    )
+    model = build_model("convnet", channels, NUM_CLASSES, size, seed=0, device=device, width=width, depth=3)
+    student = FlatModel(model)
     images = torch.randn(n, channels, size, size, generator=generator).to(device)
     labels = torch.randn(n, NUM_CLASSES, generator=generator).to(device)
     start, target = _expert_vectors(student.num_params, generator, device)
@@ -239,7 +228,7 @@ def project_child(spec: dict) -> dict:
         threshold=1e9,
         engine=engine,
         dsa_strategy=STRATEGY,
-        memory_budget=spec["memory_budget"],
+        memory_budget=memory_budget,
     )
     distiller = Distiller(
         settings,
@@ -252,9 +241,28 @@ def project_child(spec: dict) -> dict:
         NUM_CLASSES,
         seed=0,
     )
+    return distiller, model
+
+
+def project_child(spec: dict) -> dict:
+    """Time this project's `Distiller.step()` with engine spec['engine'] (optionally `+cudagraphs`);
+    any warning raised (e.g. a compile fallback) is returned under 'warnings'."""
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    engine, _, variant = spec["engine"].partition("+")
+    if variant == "cudagraphs":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.cudagraphs = True  # what mode="reduce-overhead" sets
+    elif variant:
+        raise ValueError(f"unknown engine variant {variant!r} (known: cudagraphs)")
+    distiller, _ = build_distiller(tuple(spec["case"]), engine, spec["device"], spec["memory_budget"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _timed(distiller.step, spec["iterations"], device)
+        result = _timed(distiller.step, spec["iterations"], spec["device"])
     messages = sorted({str(w.message).splitlines()[0][:200] for w in caught if w.category is not DeprecationWarning})
     return {**result, "warnings": messages}
 

@@ -54,41 +54,11 @@ def _bench_module():
 
 
 def plain_distiller(case, threads: int):
-    """A `Distiller` with the `plain` engine on `case`'s shapes, set up as bench_vs_reference's project
-    child sets up every engine (random images, soft labels and expert vectors, DSA on). `threads` is
-    the measurement's thread count, set by the child process that measures, not here."""
-    import torch
-
-    from distill.matching.init import synthetic_classes
-    from distill.matching.loop import Distiller
-    from distill.matching.settings import DistillSettings
-    from distill.models import FlatModel, build_model
-
-    bench = _bench_module()
-    channels, size, ipc, steps, width = case
-    classes = bench.NUM_CLASSES
-    generator = torch.Generator().manual_seed(0)
-    model = build_model("convnet", channels, classes, size, seed=0, device="cpu", width=width, depth=3)
-    student = FlatModel(model)
-    n = classes * ipc
-    images = torch.randn(n, channels, size, size, generator=generator)
-    labels = torch.randn(n, classes, generator=generator)
-    start, target = bench._expert_vectors(student.num_params, generator, "cpu")
-    settings = DistillSettings(
-        syn_steps=steps,
-        expert_epochs=1,
-        min_start_epoch=0,
-        current_max_start_epoch=1,
-        max_start_epoch=1,
-        expansion_end_iteration=1,
-        lr_img=100.0,
-        threshold=1e9,
-        engine="plain",
-        dsa_strategy=bench.STRATEGY,
-    )
-    experts = bench._RandomExperts(start, target, 1)
-    synthetic = synthetic_classes(classes, ipc, "cpu")
-    return Distiller(settings, experts, student, images, labels, 0.01, synthetic, classes, seed=0), model
+    """(A `Distiller` with the `plain` engine on `case`'s shapes, its ConvNet module), set up as
+    bench_vs_reference's project child sets up every engine (random images, soft labels and expert
+    vectors, DSA on). `threads` is the measurement's thread count, set by the child process that
+    measures, not here."""
+    return _bench_module().build_distiller(tuple(case), "plain", "cpu")
 
 
 def iteration_flops(case, threads: int) -> int:

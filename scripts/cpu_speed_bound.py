@@ -53,21 +53,20 @@ def _bench_module():
     return module
 
 
-def plain_distiller(case, threads: int):
+def plain_distiller(case):
     """(A `Distiller` with the `plain` engine on `case`'s shapes, its ConvNet module), set up as
     bench_vs_reference's project child sets up every engine (random images, soft labels and expert
-    vectors, DSA on). `threads` is the measurement's thread count, set by the child process that
-    measures, not here."""
+    vectors, DSA on). The thread count is the measuring child process's, never set here."""
     return _bench_module().build_distiller(tuple(case), "plain", "cpu")
 
 
-def iteration_flops(case, threads: int) -> int:
+def iteration_flops(case) -> int:
     """Matrix FLOPs of one `plain` iteration on `case`, exact for its N (counted at N = 1 and 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
     for steps in (1, 2):
-        distiller, _ = plain_distiller((*case[:3], steps, case[4]), threads)
+        distiller, _ = plain_distiller((*case[:3], steps, case[4]))
         with FlopCounterMode(display=False) as counter:
             distiller.step()
         counts.append(counter.get_total_flops())
@@ -82,7 +81,7 @@ def conv_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
-def best_conv_rate(case, threads: int, repeats: int = 5) -> dict:
+def best_conv_rate(case, repeats: int = 5) -> dict:
     """FLOP/s of the case's convolution layers run alone at its batch: for each layer the faster of the
     standard and channels-last layouts (forward + backward to input and weight; the first layer, whose
     input needs no gradient, backward to the weight only), median of `repeats`. Returns the FLOPs and
@@ -91,7 +90,7 @@ def best_conv_rate(case, threads: int, repeats: int = 5) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     channels, size, ipc, _, _ = case
-    _, model = plain_distiller(case, threads)
+    _, model = plain_distiller(case)
     n = 10 * ipc
     total_flops, total_seconds, side = 0, 0.0, size
     for index, conv in enumerate(conv_layers(model)):
@@ -135,9 +134,9 @@ def best_conv_rate(case, threads: int, repeats: int = 5) -> dict:
     return {"flops": total_flops, "seconds": total_seconds, "rate": total_flops / total_seconds}
 
 
-def plain_seconds(case, threads: int, iterations: int) -> float:
+def plain_seconds(case, iterations: int) -> float:
     """Median seconds of one `plain` iteration on `case` after a warm-up (in this process)."""
-    distiller, _ = plain_distiller(case, threads)
+    distiller, _ = plain_distiller(case)
     distiller.step()
     times = []
     for _ in range(iterations):
@@ -149,13 +148,13 @@ def plain_seconds(case, threads: int, iterations: int) -> float:
 
 def child(spec: dict) -> dict:
     """One case, measured in this (fresh) process: FLOPs, best conv rate, `plain` seconds."""
-    case, threads = tuple(spec["case"]), spec["threads"]
-    rate = best_conv_rate(case, threads)
-    flops = iteration_flops(case, threads)
+    case = tuple(spec["case"])
+    rate = best_conv_rate(case)
+    flops = iteration_flops(case)
     return {
         "flops": flops,
         "conv": rate,
-        "plain_seconds": plain_seconds(case, threads, spec["iterations"]),
+        "plain_seconds": plain_seconds(case, spec["iterations"]),
     }
 
 

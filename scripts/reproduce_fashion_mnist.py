@@ -187,8 +187,7 @@ def set_aside(folder: Path, overrides: list[str]) -> None:
     made_with = [recorded_overrides(folder / name) for name in (TIMING_FILE, STARTED_FILE)]
     if any(m is not None and m != overrides for m in made_with):
         folder.rename(numbered_aside(folder))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / STARTED_FILE, {"overrides": overrides})
+    atomic_write_json(folder / STARTED_FILE, {"overrides": overrides})  # creates the folder when needed
 
 
 def recorded_overrides(path: Path) -> list[str] | None:

@@ -181,13 +181,13 @@ def test_speed_bound_counts_flops_exactly_linearly_in_student_steps():
     from torch.utils.flop_counter import FlopCounterMode
 
     case = (1, 8, 1, 3, 4)
-    distiller, _ = bound.plain_distiller(case, threads=1)
+    distiller, _ = bound.plain_distiller(case)
     with FlopCounterMode(display=False) as counter:
         distiller.step()
     direct = counter.get_total_flops()
-    assert direct > 0 and bound.iteration_flops(case, threads=1) == direct
+    assert direct > 0 and bound.iteration_flops(case) == direct
     # more student steps cost more products: one step's FLOPs are a forward, backward and double backward
-    assert bound.iteration_flops((1, 8, 1, 4, 4), threads=1) > direct
+    assert bound.iteration_flops((1, 8, 1, 4, 4)) > direct
 
 
 def test_speed_bound_row_divides_flops_by_the_best_conv_rate():

@@ -445,7 +445,17 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
 
 
 def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
-    common = {"distill": 60.0, "evaluate": 30.0, "skipped": 0, "lr_img": 1000.0, "syn_steps": 20, "lr_lr": 1e-5}
+    common = {
+        "distill": 60.0,
+        "evaluate": 30.0,
+        "skipped": 0,
+        "lr_img": 1000.0,
+        "syn_steps": 20,
+        "lr_lr": 1e-5,
+        "expert_epochs": 10,
+        "window": [0, 2, 2, 1],
+        "target_accuracy": 0.7958,
+    }
     rows = {
         "datm_ipc1_n40": {
             **common,
@@ -467,16 +477,34 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
             "best": {"score": 0.796, "iteration": 225},
             "test": None,
         },
+        "datm_ipc10_experts30": {
+            **common,
+            "iterations": 300,
+            "expert_epochs": 30,
+            "window": [0, 4, 8, 2],
+            "target_accuracy": 0.86,
+            "experts_seconds": 600.0,
+            "best": {"score": 0.81, "iteration": 300},
+            "test": [0.8, 0.002, 3],
+        },
     }
     out = tmp_path / "budget.md"
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0].startswith(
-        "| datm_ipc1 (benchmark) | 1 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | 66.3 ± 0.4 (n=3) |"
+        "| datm_ipc1 (benchmark) | 1 | 10 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
+        "66.3 ± 0.4 (n=3) |"
     )
-    assert table[1].startswith("| datm_ipc1_n40 | 1 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |")
-    assert table[2].startswith("| datm_ipc10_lr100 | 10 | 300 | 20 | 100 |") and "| – |" in table[2]
-    assert "--budget-study" in out.read_text() and "70.6 / 84.6 / 88.7" in out.read_text()
+    assert table[1].startswith(
+        "| datm_ipc1_n40 | 1 | 10 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |"
+    )
+    assert table[2].startswith("| datm_ipc10_experts30 | 10 | 30 | [0, 4 -> 8) by half of the run | 0.860 | 300 |")
+    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 10 | [0, 2) | 0.796 | 300 | 20 | 100 |")
+    assert "| – |" in table[3]
+    text = out.read_text()
+    assert "--budget-study" in text and "70.6 / 84.6 / 88.7" in text
+    # three variants of 90 s each and their experts' 600 s, once
+    assert "Measured time of the variants: 14.5 min" in text and "30 epochs 10.0 min" in text
 
 
 def test_budget_study_needs_the_benchmark_first(tmp_path):
@@ -500,4 +528,48 @@ def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
     specs = fmnist.run_specs(CHOICES)
     for base, changes in fmnist.BUDGET_VARIANTS.values():
         assert base in specs and specs[base][1] == "datm"
-        assert changes and set(changes) <= {"syn_steps", "iterations", "lr_img", "lr_lr"}
+        assert changes and set(changes) <= set(fmnist.VARIANT_SETTINGS)
+
+
+def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_window(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("mnist_5k", [], train_images=3500)  # step-scaled: 30 epochs -> 429
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_experts30"]
+    spec = fmnist.run_specs(CHOICES)[base]
+    trained, distilled = [], []
+    curve = [0.1] + [0.9] * 429  # plateau at epoch 1 -> P = 2 (the rule's floor)
+
+    def fake_buffers(cfg):
+        trained.append(cfg.buffers.epochs)
+        return tmp_path / "experts"
+
+    def fake_distill(cfg):
+        distilled.append(cfg)
+        out = Path(cfg.paths.distill)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 50}, "skipped_updates": 0}))
+        return out
+
+    monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
+    monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"mean": 0.9, "std": 0.01, "runs": 3}])
+    row = bench.variant("datm_ipc50_experts30", spec, changes)
+    (cfg,) = distilled
+    assert trained == [429] and cfg.buffers.epochs == 429  # the run reads the longer experts' buffer folder
+    span = cfg.distill.expert_epochs  # 29 on MNIST-5k's split
+    expected = fmnist.windows(2, 429, span)["datm_ipc50"]
+    assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (expected[0], expected[2]) == (1, 401)
+    assert cfg.distill.lr_img == spec[3] and cfg.distill.iterations == fmnist.ITERATIONS[50]
+    assert row["expert_epochs"] == 429 and tuple(row["window"]) == expected and row["target_accuracy"] == 0.9
+    # a second variant on the same experts reuses them, and so does a later invocation
+    bench.variant("datm_ipc1_experts30", fmnist.run_specs(CHOICES)["datm_ipc1"], changes)
+    assert trained == [429] and distilled[1].distill.max_start_epoch == fmnist.windows(2, 429, span)["datm_ipc1"][2]
+    assert (tmp_path / "budget" / "experts30.json").is_file()
+
+
+def test_target_accuracy_is_the_experts_at_the_furthest_epoch_a_window_matches():
+    curve = [0.1, 0.5, 0.6, 0.7, 0.8, 0.85]
+    assert fmnist.target_accuracy(curve, (0, 2, 2, 1), 2) == 0.7  # starts 0..1, targets up to epoch 3
+    assert fmnist.target_accuracy(curve, (0, 2, 4, 2), 2) == 0.85  # a growing window: its final T+
+    assert fmnist.target_accuracy(curve, (2, 9, 9, 1), 2) == 0.85  # never past the last epoch

@@ -126,8 +126,14 @@ BUDGET_VARIANTS = {
     "datm_ipc1_experts30": ("datm_ipc1", {"buffer_epochs": 30}),
     "datm_ipc10_experts30": ("datm_ipc10", {"buffer_epochs": 30}),
     "datm_ipc50_experts30": ("datm_ipc50", {"buffer_epochs": 30}),
+    # added after the ones above had run: what the network's width buys, which the report had claimed
+    # without a measurement (the published figures use width 128). Experts, set and evaluation all at
+    # width 32, with the random subset evaluated on that network beside it
+    "datm_ipc1_w32": ("datm_ipc1", {"width": 32}),
+    "datm_ipc10_w32": ("datm_ipc10", {"width": 32}),
 }
-VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", "buffer_epochs")
+EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
+VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", *EXPERT_SETTINGS)
 
 
 def plateau_epoch(accuracy: list[float], share: float = 0.95) -> int:
@@ -394,18 +400,28 @@ class Benchmark:
         atomic_write_json(out / TIMING_FILE, {"overrides": overrides, "distill": distilled, "evaluate": evaluated})
         return distilled, evaluated
 
-    def longer_experts(self, epochs: int) -> dict:
-        """Experts of the benchmark's recipe trained `epochs` epochs (step-scaled like the preset's) in their
-        own buffer folder, and what the benchmark's rule makes of them: their validation curve, plateau
-        and windows. Stored in budget/experts<epochs>.json and reused. Returns that record: "overrides"
-        (that select these experts), "seconds" (their training), "curve", "plateau", "windows"."""
-        path = self.work / "budget" / f"experts{epochs}.json"
-        overrides = [f"buffers.epochs={step_scaled(epochs, self.train_images)}"]
+    def own_experts(self, changes: dict) -> dict | None:
+        """The experts a budget variant with `changes` needs when it changes an EXPERT_SETTINGS (None when
+        it does not): the benchmark's recipe and seeds with `buffer_epochs` epochs (step-scaled like the
+        preset's) and/or ConvNet `width`, in their own buffer folder, and what the benchmark's rule makes
+        of them: their validation curve, plateau and windows. Stored in budget/experts_<settings>.json
+        and reused. Returns that record: "overrides" (that select these experts and network), "seconds"
+        (their training), "curve", "plateau", "windows"."""
+        own = {key: changes[key] for key in EXPERT_SETTINGS if key in changes}
+        if not own:
+            return None
+        overrides = []
+        if "buffer_epochs" in own:
+            overrides.append(f"buffers.epochs={step_scaled(own['buffer_epochs'], self.train_images)}")
+        if "width" in own:
+            overrides.append(f"model.options.width={own['width']}")
+        path = self.work / "budget" / f"experts_{'_'.join(f'{k}{v}' for k, v in own.items())}.json"
         if path.is_file() and (stored := json.loads(path.read_text())).get("overrides") == overrides:
             return stored
         cfg = self.config(overrides)
         started = time.perf_counter()
         folder = run_buffers(cfg)
+        # experts trained by an earlier (interrupted) invocation count with their recorded time
         seconds = max(time.perf_counter() - started, expert_train_seconds(folder) or 0.0)
         curve = validation_curve(cfg, folder)
         plateau = plateau_epoch(curve)
@@ -420,14 +436,15 @@ class Benchmark:
         return json.loads(path.read_text())
 
     def variant(self, name: str, spec: tuple, changes: dict) -> dict:
-        """One budget-study run: the benchmark run `spec` with `changes` (VARIANT_SETTINGS; `buffer_epochs`:
-        experts of that length, with the windows the benchmark's rule picks from their validation curve),
-        distilled, selected and evaluated as the benchmark's runs are, its records kept out of the
+        """One budget-study run: the benchmark run `spec` with `changes` (VARIANT_SETTINGS; one of
+        EXPERT_SETTINGS: its own experts, `own_experts`, with the window the benchmark's rule picks from
+        their validation curve), distilled, selected and evaluated as the benchmark's runs are (a `width`
+        variant also evaluates the random subset on its network), its records kept out of the
         benchmark's tables. Reused when an earlier invocation finished it. Returns its row's values."""
         ipc, method, window, lr = spec
         lr = changes.get("lr_img", lr)
         iterations = changes.get("iterations", ITERATIONS[ipc])
-        experts = self.longer_experts(changes["buffer_epochs"]) if "buffer_epochs" in changes else None
+        experts = self.own_experts(changes)
         if experts is not None:
             window = tuple(experts["windows"][f"datm_ipc{ipc}"])
         overrides = [*run_overrides(ipc, "datm", window, lr, iterations, iterations // 4), f"distill.method={method}"]
@@ -441,17 +458,21 @@ class Benchmark:
             started = time.perf_counter()
             distill_to_the_end(cfg)
             distilled = time.perf_counter() - started
-            evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=[], label_modes=["soft"])
+            baselines = ["random"] if "width" in changes else []
+            evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=["soft"])
             started = time.perf_counter()
-            (record,) = run_evaluate(dataclasses.replace(cfg, eval=evaluation))
+            records = {r["set"]: r for r in run_evaluate(dataclasses.replace(cfg, eval=evaluation))}
             recorded = {
                 "overrides": overrides,
                 "distill": distilled,
                 "evaluate": time.perf_counter() - started,
-                "test": [record["mean"], record["std"], record["runs"]],
+                **{
+                    "test" if kind == "distilled" else f"{kind}_test": [r["mean"], r["std"], r["runs"]]
+                    for kind, r in records.items()
+                },
             }
             atomic_write_json(out / TIMING_FILE, recorded)
-        defaults = self.config([])
+        defaults = self.config(experts["overrides"] if experts is not None else [])
         curve = experts["curve"] if experts is not None else None
         return {
             **recorded,
@@ -460,7 +481,8 @@ class Benchmark:
             "lr_img": lr,
             "syn_steps": changes.get("syn_steps", defaults.distill.syn_steps),
             "lr_lr": changes.get("lr_lr", defaults.distill.lr_lr),
-            "expert_epochs": len(curve) - 1 if curve else defaults.buffers.epochs,
+            "expert_epochs": defaults.buffers.epochs,
+            "width": defaults.model.options["width"],
             "window": list(window),
             "target_accuracy": target_accuracy(curve, window, defaults.distill.expert_epochs) if curve else None,
             "experts_seconds": experts["seconds"] if experts is not None else 0.0,
@@ -682,11 +704,9 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     specs = run_specs(choices)
     config = bench.config([])
     defaults = config.distill
-    benchmark_records = {
-        r["ipc"]: r
-        for r in newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
-        if r["set"] == "distilled" and r["method"] == "datm"
-    }
+    latest = newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
+    benchmark_records = {r["ipc"]: r for r in latest if r["set"] == "distilled" and r["method"] == "datm"}
+    random_records = {r["ipc"]: r for r in latest if r["set"] == "random"}
     rows: dict[str, dict] = {}
     for name, (base, changes) in BUDGET_VARIANTS.items():
         if only is not None and name not in only:
@@ -694,23 +714,29 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
         if base not in rows and (bench.work / base / TIMING_FILE).is_file():
             recorded = json.loads((bench.work / base / TIMING_FILE).read_text())
             ipc = specs[base][0]
-            record = benchmark_records.get(ipc, {})
+            record, random_ = benchmark_records.get(ipc), random_records.get(ipc)
             rows[base] = {
                 **recorded,
                 **run_facts(bench.work / base),
                 "test": [record["mean"], record["std"], record["runs"]] if record else None,
-                "commit": (record.get("git_commit") or "")[:7],
+                "random_test": [random_["mean"], random_["std"], random_["runs"]] if random_ else None,
+                "commit": ((record or {}).get("git_commit") or "")[:7],
                 "iterations": ITERATIONS[ipc],
                 "lr_img": specs[base][3],
                 "syn_steps": syn_steps_of(recorded["overrides"], defaults.syn_steps),
                 "lr_lr": defaults.lr_lr,
                 "expert_epochs": config.buffers.epochs,
+                "width": config.model.options["width"],
                 "window": list(specs[base][2]),
                 "target_accuracy": target_accuracy(
                     choices["validation_accuracy_per_epoch"], specs[base][2], defaults.expert_epochs
                 ),
             }
-        rows[name] = bench.variant(name, specs[base], changes)
+        row = bench.variant(name, specs[base], changes)
+        if row["target_accuracy"] is None:  # the benchmark's experts
+            curve = choices["validation_accuracy_per_epoch"]
+            row["target_accuracy"] = target_accuracy(curve, row["window"], defaults.expert_epochs)
+        rows[name] = row
         write_budget_report(bench, rows, args, time.perf_counter() - started)
     print((ROOT / "results" / f"{bench.dataset}_budget.md").read_text())
 
@@ -720,9 +746,10 @@ def write_budget_report(
 ) -> None:
     """`out` (default results/<dataset>_budget.md) from the study's rows (benchmark runs and variants)."""
     variants = [row for name, row in rows.items() if name in BUDGET_VARIANTS]
-    experts = {row["expert_epochs"]: row.get("experts_seconds", 0.0) for row in variants}  # shared: count once
+    # variants share experts: each set's training counts once
+    experts = {(row["expert_epochs"], row.get("width")): row.get("experts_seconds", 0.0) for row in variants}
     measured = sum(row["distill"] + row["evaluate"] for row in variants) + sum(experts.values())
-    trained = ", ".join(f"{e} epochs {s / 60:.1f} min" for e, s in experts.items() if s) or "none"
+    trained = ", ".join(f"width {w} x {e} epochs {s / 60:.1f} min" for (e, w), s in experts.items() if s) or "none"
     lines = [
         f"# {bench.dataset}: what a larger budget buys DATM",
         "",
@@ -735,20 +762,24 @@ def write_budget_report(
         "",
         "Each variant is one of the benchmark's DATM runs (`results/" + bench.dataset + "_benchmark.md`) with the "
         "settings in its row changed, from the same experts, windows and initialisation (a variant with longer "
-        "experts: new experts of the same recipe and seeds, its window picked from their validation curve by "
-        "the benchmark's rule), its set selected on the validation split and evaluated with the benchmark's "
-        "protocol (3 runs x 500 epochs). A sensitivity study, not a choice: the benchmark keeps the settings its "
-        "procedure picked. A benchmark row's evaluate time includes its baselines (the random subset; at IPC 1 "
-        "also the full-set baseline). Target: the experts' mean validation accuracy at the furthest epoch the "
-        "window matches (T+ - 1 + M), the natural ceiling of a set distilled from them.",
+        "experts or another width: new experts of the same recipe and seeds, its window picked from their "
+        "validation curve by the benchmark's rule; the set is trained and evaluated on that width), its set "
+        "selected on the validation split and evaluated with the benchmark's protocol (3 runs x 500 epochs). A "
+        "sensitivity study, not a choice: the benchmark keeps the settings its procedure picked. A benchmark "
+        "row's evaluate time includes its baselines (the random subset; at IPC 1 also the full-set baseline), a "
+        "width variant's the random subset on its network. Target: the experts' mean validation accuracy at the "
+        "furthest epoch the window matches (T+ - 1 + M), the natural ceiling of a set distilled from them.",
         "",
-        "| run | IPC | expert epochs | window of t | target | iterations | N | lr_img | lr_lr | "
-        "best validation (iteration) | skipped updates | test accuracy % | distill s | evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | IPC | width | expert epochs | window of t | target | iterations | N | lr_img | lr_lr | "
+        "best validation (iteration) | skipped updates | test accuracy % | random subset % | distill s | "
+        "evaluate s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
-        test = row.get("test")
-        test_cell = "–" if not test else f"{100 * test[0]:.1f} ± {100 * test[1]:.1f} (n={test[2]})"
+        test_cell, random_cell = (
+            "–" if not t else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f} (n={t[2]})"
+            for t in (row.get("test"), row.get("random_test"))
+        )
         label = (
             name
             if name in BUDGET_VARIANTS
@@ -757,12 +788,12 @@ def write_budget_report(
         ipc = name.split("ipc")[1].split("_")[0]
         target = row.get("target_accuracy")
         lines.append(
-            f"| {label} | {ipc} | {row.get('expert_epochs', '?')} | "
+            f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('expert_epochs', '?')} | "
             f"{window_text(tuple(row['window'])) if row.get('window') else '?'} | "
             f"{'?' if target is None else f'{target:.3f}'} | "
             f"{row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | {row['lr_lr']:g} | "
             f"{row['best']['score']:.3f} ({row['best']['iteration']}) | {row['skipped']} | {test_cell} | "
-            f"{row['distill']:.0f} | {row['evaluate']:.0f} |"
+            f"{random_cell} | {row['distill']:.0f} | {row['evaluate']:.0f} |"
         )
     published = PUBLISHED.get(bench.dataset)
     if published:

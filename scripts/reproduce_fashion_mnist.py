@@ -196,16 +196,28 @@ def pilot_iterations(ipc: int) -> int:
     return ITERATIONS[ipc] // PILOT_FRACTION
 
 
-def set_aside(folder: Path, overrides: list[str]) -> None:
+def set_aside(folder: Path, overrides: list[str], experts: str | None = None) -> None:
     """Move `folder` to `<name>.superseded-<n>` when it holds a run, finished or interrupted, made with
     other settings than `overrides` (so the new run starts fresh and the old outputs survive), then
     record `overrides` as the ones the run in `folder` starts with. A folder with the same settings
     is left to be reused or resumed; one with no recorded settings is left to resume (the distill
-    stage refuses, in one line, a checkpoint made with other settings)."""
+    stage refuses, in one line, a checkpoint made with other settings). `experts`: the buffer folder's
+    name the run reads; a run recorded as made from other experts is set aside too."""
     made_with = [recorded_overrides(folder / name) for name in (TIMING_FILE, STARTED_FILE)]
-    if any(m is not None and m != overrides for m in made_with):
+    made_from = [recorded_experts(folder / name) for name in (TIMING_FILE, STARTED_FILE)]
+    if any(m is not None and m != overrides for m in made_with) or any(e not in (None, experts) for e in made_from):
         folder.rename(numbered_aside(folder))
-    atomic_write_json(folder / STARTED_FILE, {"overrides": overrides})  # creates the folder when needed
+    # creates the folder when needed
+    atomic_write_json(folder / STARTED_FILE, {"overrides": overrides, **({"experts": experts} if experts else {})})
+
+
+def recorded_experts(path: Path) -> str | None:
+    """The experts (buffer folder name) recorded in a TIMING_FILE or STARTED_FILE (None: none recorded;
+    records from before experts were recorded have none)."""
+    try:
+        return json.loads(path.read_text()).get("experts")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def recorded_overrides(path: Path) -> list[str] | None:
@@ -310,6 +322,11 @@ class Benchmark:
         """The overrides a pilot or run is recorded with: its own and the user's that shape it."""
         return [*overrides, *self.shaping_extra]
 
+    def experts_of(self, overrides: list[str]) -> str:
+        """The name of the buffer folder whose experts a stage with `overrides` reads (it names their
+        data, network, recipe and seed): a stage recorded from other experts is made again."""
+        return self.config(overrides).buffers_folder().name
+
     @functools.cached_property
     def base_overrides(self) -> list[str]:
         """The preset and dataset, with the real-data training sized for this training split."""
@@ -333,7 +350,14 @@ class Benchmark:
         if path.is_file():
             stored = json.loads(path.read_text())
             made_alike = (
-                stored.get("pilot_iterations") == pilot_lengths and stored.get("extra", []) == self.shaping_extra
+                stored.get("pilot_iterations") == pilot_lengths
+                and stored.get("extra", []) == self.shaping_extra
+                # the experts they were made from (choices from before experts were named: as many epochs)
+                and (
+                    stored["experts"] == folder.name
+                    if "experts" in stored
+                    else len(stored.get("validation_accuracy_per_epoch", [])) == self.config([]).buffers.epochs + 1
+                )
             )
             if stored.get("rule") == CHOICES_RULE and made_alike:
                 return stored
@@ -344,6 +368,7 @@ class Benchmark:
         chosen = {
             "rule": CHOICES_RULE,
             "extra": self.shaping_extra,
+            "experts": folder.name,
             "validation_accuracy_per_epoch": [round(a, 4) for a in curve],
             "plateau_epoch": plateau,
             "windows": windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs),
@@ -372,12 +397,17 @@ class Benchmark:
     def pilot(self, out: Path, overrides: list[str]) -> tuple[float, int, float]:
         """One lr pilot (reused when an earlier invocation finished it): (its best validation score, the
         iteration of that check, seconds)."""
-        recorded = finished(out, self.recorded_as(overrides))
+        experts = self.experts_of(overrides)
+        recorded = finished(out, self.recorded_as(overrides), experts)
         if recorded is None:
-            set_aside(out, self.recorded_as(overrides))
+            set_aside(out, self.recorded_as(overrides), experts)
             started = time.perf_counter()
             run_distill(self.config([*overrides, f"paths.distill={out}"]))
-            recorded = {"overrides": self.recorded_as(overrides), "distill": time.perf_counter() - started}
+            recorded = {
+                "overrides": self.recorded_as(overrides),
+                "experts": experts,
+                "distill": time.perf_counter() - started,
+            }
             atomic_write_json(out / TIMING_FILE, recorded)
         best = json.loads((out / "summary.json").read_text())["best"]
         return best["score"], best["iteration"], recorded["distill"]
@@ -391,10 +421,11 @@ class Benchmark:
             *run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, iterations, iterations // 4),
             f"distill.method={method}",
         ]
-        recorded = finished(self.work / name, self.recorded_as(overrides))
+        experts = self.experts_of(overrides)
+        recorded = finished(self.work / name, self.recorded_as(overrides), experts)
         if recorded is not None:
             return recorded["distill"], recorded["evaluate"]
-        set_aside(self.work / name, self.recorded_as(overrides))
+        set_aside(self.work / name, self.recorded_as(overrides), experts)
         cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
@@ -412,7 +443,8 @@ class Benchmark:
         started = time.perf_counter()
         run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         evaluated = time.perf_counter() - started
-        timing = {"overrides": self.recorded_as(overrides), "distill": distilled, "evaluate": evaluated}
+        timing = {"overrides": self.recorded_as(overrides), "experts": experts, "distill": distilled}
+        timing["evaluate"] = evaluated
         atomic_write_json(out / TIMING_FILE, timing)
         return distilled, evaluated
 
@@ -470,9 +502,10 @@ class Benchmark:
         overrides += [f"distill.{key}={changes[key]}" for key in ("syn_steps", "lr_lr") if key in changes]
         overrides += experts["overrides"] if experts is not None else []
         out = self.work / "budget" / name
-        recorded = finished(out, self.recorded_as(overrides))
+        made_from = self.experts_of(overrides)
+        recorded = finished(out, self.recorded_as(overrides), made_from)
         if recorded is None:
-            set_aside(out, self.recorded_as(overrides))
+            set_aside(out, self.recorded_as(overrides), made_from)
             cfg = self.config([*overrides, f"paths.distill={out}", f"paths.results={self.work / 'budget' / 'results'}"])
             started = time.perf_counter()
             distill_to_the_end(cfg)
@@ -483,6 +516,7 @@ class Benchmark:
             records = {r["set"]: r for r in run_evaluate(dataclasses.replace(cfg, eval=evaluation))}
             recorded = {
                 "overrides": self.recorded_as(overrides),
+                "experts": made_from,
                 "distill": distilled,
                 "evaluate": time.perf_counter() - started,
                 **{
@@ -527,13 +561,16 @@ def syn_steps_of(overrides: list[str], default: int) -> int:
     return int(values[-1]) if values else default
 
 
-def finished(folder: Path, overrides: list[str]) -> dict | None:
-    """The recorded seconds of a pilot or run that an earlier invocation finished with these overrides."""
+def finished(folder: Path, overrides: list[str], experts: str | None = None) -> dict | None:
+    """The recorded seconds of a pilot or run that an earlier invocation finished with these overrides
+    from these experts (buffer folder name; a record from before experts were recorded counts as made
+    from them)."""
     try:
         recorded = json.loads((folder / TIMING_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return recorded if recorded.get("overrides") == overrides else None
+    alike = recorded.get("overrides") == overrides and recorded.get("experts") in (None, experts)
+    return recorded if alike else None
 
 
 def distill_to_the_end(cfg) -> Path:

@@ -188,6 +188,7 @@ def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypa
 
     monkeypatch.setattr(fmnist, "run_distill", fake_distill)
     monkeypatch.setattr(bench, "config", lambda overrides: None)
+    monkeypatch.setattr(bench, "experts_of", lambda overrides: "convnet_0123")
     score, iteration, seconds = bench.pilot(out, overrides)
     assert (score, iteration) == (0.78, 50) and seconds >= 0
     monkeypatch.setattr(fmnist, "run_distill", lambda cfg: pytest.fail("a finished pilot is reused"))
@@ -399,6 +400,47 @@ def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(
     assert (tmp_path / "choices.superseded-1.json").is_file()
     monkeypatch.setattr(longer, "pilot", lambda *a: pytest.fail("choices made with these overrides are reused"))
     assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
+
+
+def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    spec = (1, "mtt", (0, 1, 1, 1), 100.0)  # a window that longer experts leave unchanged
+    overrides = [*fmnist.run_overrides(1, "mtt", spec[2], 100.0, 400, 100), "distill.method=mtt"]
+    ours = bench.experts_of(overrides)
+    assert ours == bench.config([]).buffers_folder().name
+    assert fmnist.Benchmark("fashion_mnist", ["buffers.epochs=30"]).experts_of(overrides) != ours
+    (tmp_path / "mtt_ipc1").mkdir()
+    recorded = {"overrides": overrides, "experts": "convnet_other", "distill": 88.5, "evaluate": 12.0}
+    (tmp_path / "mtt_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(recorded))
+    seen = []
+
+    def fake_distill(cfg):
+        seen.append(cfg)
+        raise fmnist.DistillError("stop here")
+
+    monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
+    with pytest.raises(fmnist.DistillError, match="stop here"):
+        bench.run("mtt_ipc1", spec, first=False)
+    assert len(seen) == 1 and (tmp_path / "mtt_ipc1.superseded-1").is_dir()
+    assert json.loads((tmp_path / "mtt_ipc1" / fmnist.STARTED_FILE).read_text())["experts"] == ours
+    # a record from before experts were recorded counts as made from them (the budget study's variants)
+    without = {key: value for key, value in recorded.items() if key != "experts"}
+    assert fmnist.finished(tmp_path / "mtt_ipc1.superseded-1", overrides, ours) is None
+    (tmp_path / "mtt_ipc1.superseded-1" / fmnist.TIMING_FILE).write_text(json.dumps(without))
+    assert fmnist.finished(tmp_path / "mtt_ipc1.superseded-1", overrides, ours) == without
+
+    # choices made from other experts (named, or before they were named: another number of epochs)
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1] + [0.8] * 10)
+    monkeypatch.setattr(bench, "pilot", lambda out, o: (0.5, 50, 1.0))
+    experts = tmp_path / ours
+    for stored in ({"experts": "convnet_other"}, {"validation_accuracy_per_epoch": [0.1] + [0.8] * 30}):
+        base = {"rule": fmnist.CHOICES_RULE, "pilot_iterations": {"1": 200, "10": 150}, "lr_img": {}}
+        (tmp_path / "choices.json").write_text(json.dumps({**base, **stored}))
+        assert bench.choices(experts)["experts"] == ours
+    assert (tmp_path / "choices.superseded-2.json").is_file()
+    monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("choices made from these experts are reused"))
+    assert bench.choices(experts)["experts"] == ours
 
 
 def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():

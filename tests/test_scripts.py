@@ -409,7 +409,7 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
     overrides = [*fmnist.run_overrides(1, "mtt", spec[2], 100.0, 400, 100), "distill.method=mtt"]
     ours = bench.experts_of(overrides)
     assert ours == bench.config([]).buffers_folder().name
-    assert fmnist.Benchmark("fashion_mnist", ["buffers.epochs=30"]).experts_of(overrides) != ours
+    assert fmnist.Benchmark("fashion_mnist", ["buffers.epochs=12"]).experts_of(overrides) != ours
     (tmp_path / "mtt_ipc1").mkdir()
     recorded = {"overrides": overrides, "experts": "convnet_other", "distill": 88.5, "evaluate": 12.0}
     (tmp_path / "mtt_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(recorded))
@@ -434,7 +434,7 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1] + [0.8] * 10)
     monkeypatch.setattr(bench, "pilot", lambda out, o: (0.5, 50, 1.0))
     experts = tmp_path / ours
-    for stored in ({"experts": "convnet_other"}, {"validation_accuracy_per_epoch": [0.1] + [0.8] * 30}):
+    for stored in ({"experts": "convnet_other"}, {"validation_accuracy_per_epoch": [0.1] + [0.8] * 5}):
         base = {"rule": fmnist.CHOICES_RULE, "pilot_iterations": {"1": 200, "10": 150}, "lr_img": {}}
         (tmp_path / "choices.json").write_text(json.dumps({**base, **stored}))
         assert bench.choices(experts)["experts"] == ours

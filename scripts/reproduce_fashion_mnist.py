@@ -64,8 +64,9 @@ How every setting is chosen (never on the test split):
 `--budget-study` (after the benchmark, from its experts and choices) measures what a larger budget
 buys the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one or two
 settings changed (more student steps N, more iterations, the pilots' second lr_img, a student lr held
-near its start, experts trained 3x as long with the windows the benchmark's rule picks from them),
-selected and evaluated exactly like the benchmark's runs. It reports a sensitivity, not a choice: the
+near its start; experts trained 3x as long, or set, experts and evaluation at ConvNet width 32, each
+with the windows the benchmark's rule picks from those experts), selected and evaluated exactly like
+the benchmark's runs. It reports a sensitivity, not a choice: the
 benchmark's settings stay as the procedure above picked them. Writes results/<dataset>_budget.md; its
 evaluation records stay in runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
 """

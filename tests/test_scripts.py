@@ -453,6 +453,15 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
     assert bench.choices(experts)["experts"] == ours
 
 
+def test_a_resumed_distillation_is_charged_the_seconds_of_all_its_invocations(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"seconds_this_session": 40.0, "seconds_in_all": 100.0}))
+    assert fmnist.distill_seconds(tmp_path, 45.0) == 100.0  # resumed: 60 s were spent before the stop
+    assert fmnist.distill_seconds(tmp_path, 130.0) == 130.0  # setup outside the loop counts too
+    (tmp_path / "summary.json").write_text(json.dumps({"seconds_this_session": 40.0}))  # an older summary
+    assert fmnist.distill_seconds(tmp_path, 45.0) == 45.0
+    assert fmnist.distill_seconds(tmp_path / "missing", 45.0) == 45.0
+
+
 def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
     assert fmnist.step_scaled(20, 59_000) == 20 and fmnist.step_scaled(20, None) == 20  # Fashion-MNIST: unchanged
     assert fmnist.step_scaled(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000 > 285 x 3,500

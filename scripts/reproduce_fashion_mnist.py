@@ -67,8 +67,9 @@ How every setting is chosen (never on the test split):
 `--budget-study` (after the benchmark, from its experts and choices) measures what a larger budget
 buys the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one or two
 settings changed (more student steps N, more iterations, the pilots' second lr_img, a student lr held
-near its start, experts trained 3x as long with the windows the benchmark's rule picks from them),
-selected and evaluated exactly like the benchmark's runs. It reports a sensitivity, not a choice: the
+near its start; experts trained 3x as long, or set, experts and evaluation at ConvNet width 32, each
+with the windows the benchmark's rule picks from those experts), selected and evaluated exactly like
+the benchmark's runs. It reports a sensitivity, not a choice: the
 benchmark's settings stay as the procedure above picked them. Writes results/<dataset>_budget.md; its
 evaluation records stay in runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
 """
@@ -409,7 +410,7 @@ class Benchmark:
             recorded = {
                 "overrides": self.recorded_as(overrides),
                 "experts": experts,
-                "distill": time.perf_counter() - started,
+                "distill": distill_seconds(out, time.perf_counter() - started),
             }
             atomic_write_json(out / TIMING_FILE, recorded)
         best = json.loads((out / "summary.json").read_text())["best"]
@@ -432,7 +433,7 @@ class Benchmark:
         cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
-        distilled = time.perf_counter() - started
+        distilled = distill_seconds(out, time.perf_counter() - started)
         atomic_write_bytes(ROOT / "results" / f"{self.dataset}_{name}_grid.png", (out / "grid.png").read_bytes())
         baselines = (["random"] + (["full"] if first else [])) if name.startswith("datm") else []
         modes = ["hard"] if method == "mtt" else ["soft"]
@@ -512,7 +513,7 @@ class Benchmark:
             cfg = self.config([*overrides, f"paths.distill={out}", f"paths.results={self.work / 'budget' / 'results'}"])
             started = time.perf_counter()
             distill_to_the_end(cfg)
-            distilled = time.perf_counter() - started
+            distilled = distill_seconds(out, time.perf_counter() - started)
             baselines = ["random"] if "width" in changes else []
             evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=["soft"])
             started = time.perf_counter()
@@ -550,6 +551,16 @@ def target_accuracy(curve: list[float], window: tuple, span: int) -> float:
     start-epoch `window` (T-, T, T+, fraction) matches: T+ - 1 + M. A set distilled from these
     trajectories has that as its natural ceiling."""
     return curve[min(window[2] - 1 + span, len(curve) - 1)]
+
+
+def distill_seconds(folder: Path, elapsed: float) -> float:
+    """A finished distillation's cost: this invocation's `elapsed` seconds, or, for a run resumed from an
+    interrupted invocation's checkpoint, the seconds its summary counts over all of them if more."""
+    try:
+        in_all = json.loads((folder / "summary.json").read_text()).get("seconds_in_all", 0.0)
+    except (OSError, ValueError, AttributeError):
+        in_all = 0.0
+    return max(elapsed, float(in_all or 0.0))
 
 
 def run_facts(folder: Path) -> dict:

@@ -79,13 +79,19 @@ def test_outputs_are_written_and_self_describing(tiny_buffer, tmp_path):
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_buffer, tmp_path):
     _, folder = tiny_buffer
     whole = run_distill(make_config(tmp_path / "a", f"paths.buffers={folder}", "distill.iterations=4"))
-    part = make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=2")
-    run_distill(part)
+    part = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=2"))
+    first = json.loads((part / "summary.json").read_text())
     resumed = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=4"))
     a, _, _ = load_artifact(whole / "distilled_last.safetensors")
     b, _, _ = load_artifact(resumed / "distilled_last.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # the resumed run's outputs count the first session's seconds too
+    once, twice = (json.loads((f / "summary.json").read_text()) for f in (whole, resumed))
+    assert once["seconds_in_all"] == once["seconds_this_session"] > 0
+    assert twice["seconds_in_all"] == pytest.approx(
+        first["seconds_this_session"] + twice["seconds_this_session"], abs=0.02
+    )
 
 
 def test_checkpoint_of_another_config_is_refused(tiny_buffer, tmp_path):

@@ -17,6 +17,16 @@ from distill.reports import paper  # noqa: E402
 from distill.reports.readme import synced, table_rows  # noqa: E402
 
 
+def finished_run(cfg, iteration: int, skipped: int) -> Path:
+    """What a fake distill stage leaves: `cfg`'s run folder with a summary whose best set (validation
+    0.8) is at `iteration`, after `skipped` skipped updates."""
+    out = Path(cfg.paths.distill)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"best": {"score": 0.8, "iteration": iteration}, "skipped_updates": skipped}
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
 def test_table_rows_keeps_tables_and_separates_them():
     text = "# title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n|---|\n"
     assert table_rows(text) == "| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|\n"
@@ -443,6 +453,15 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
     assert bench.choices(experts)["experts"] == ours
 
 
+def test_a_resumed_distillation_is_charged_the_seconds_of_all_its_invocations(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"seconds_this_session": 40.0, "seconds_in_all": 100.0}))
+    assert fmnist.distill_seconds(tmp_path, 45.0) == 100.0  # resumed: 60 s were spent before the stop
+    assert fmnist.distill_seconds(tmp_path, 130.0) == 130.0  # setup outside the loop counts too
+    (tmp_path / "summary.json").write_text(json.dumps({"seconds_this_session": 40.0}))  # an older summary
+    assert fmnist.distill_seconds(tmp_path, 45.0) == 45.0
+    assert fmnist.distill_seconds(tmp_path / "missing", 45.0) == 45.0
+
+
 def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
     assert fmnist.step_scaled(20, 59_000) == 20 and fmnist.step_scaled(20, None) == 20  # Fashion-MNIST: unchanged
     assert fmnist.step_scaled(20, 3_500) == 286  # MNIST-5k: 286 x 3,500 >= 20 x 50,000 > 285 x 3,500
@@ -501,10 +520,7 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
 
     def fake_distill(cfg):
         seen.append(cfg)
-        out = Path(cfg.paths.distill)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 75}, "skipped_updates": 2}))
-        return out
+        return finished_run(cfg, iteration=75, skipped=2)
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.7, "std": 0.01, "runs": 3}])
@@ -643,10 +659,7 @@ def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_win
 
     def fake_distill(cfg):
         distilled.append(cfg)
-        out = Path(cfg.paths.distill)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 50}, "skipped_updates": 0}))
-        return out
+        return finished_run(cfg, iteration=50, skipped=0)
 
     monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
@@ -680,10 +693,7 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
 
     def fake_distill(cfg):
         seen["distill"] = cfg
-        out = Path(cfg.paths.distill)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps({"best": {"score": 0.8, "iteration": 50}, "skipped_updates": 0}))
-        return out
+        return finished_run(cfg, iteration=50, skipped=0)
 
     def fake_evaluate(cfg):
         seen["evaluate"] = cfg

@@ -80,7 +80,8 @@ class DistillResult:
     skipped: int
     stopped: str | None  # why the run ended early (None: it ran all iterations)
     initial_label_accuracy: float | None
-    seconds: float
+    seconds: float  # this session's, in the loop
+    seconds_before: float = 0.0  # earlier sessions', up to the checkpoint this one resumed from
 
 
 def initial_set(
@@ -181,8 +182,10 @@ def distill_set(
         derive_seed(seed, "distill"),
         shard,
     )
+    before = 0.0
     if state is not None:
         distiller.load_state_dict(state)
+        before = float(state.get("seconds", 0.0))  # absent in checkpoints from before it was kept
         log(f"resumed from {ckpt} at iteration {distiller.iteration}")
 
     split = (
@@ -220,7 +223,9 @@ def distill_set(
 
     def save(dist: Distiller) -> None:
         if ckpt is not None and shard.rank == 0:
-            save_checkpoint(ckpt, dist.state_dict(), key, identity)
+            # the loop's seconds so far, all sessions: what a resumed run's outputs report it cost
+            state = {**dist.state_dict(), "seconds": before + time.perf_counter() - started}
+            save_checkpoint(ckpt, state, key, identity)
 
     started, stopped = time.perf_counter(), None
     try:
@@ -249,6 +254,7 @@ def distill_set(
         stopped=stopped,
         initial_label_accuracy=label_acc,
         seconds=time.perf_counter() - started,
+        seconds_before=before,
     )
 
 
@@ -303,6 +309,7 @@ def write_run_outputs(
             "final_syn_lr": float(result.last["lr"]),
             "initial_label_accuracy": result.initial_label_accuracy,
             "seconds_this_session": round(result.seconds, 2),
+            "seconds_in_all": round(result.seconds_before + result.seconds, 2),
             "stopped_early": result.stopped,
         },
     )

@@ -469,10 +469,10 @@ def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
     assert fmnist.Benchmark("fashion_mnist", [], 59_000).config([]) == fmnist.Benchmark("fashion_mnist", []).config([])
     small = fmnist.Benchmark("mnist_5k", [], 3_500)
     cfg = small.config([])
-    assert (cfg.buffers.epochs, cfg.distill.expert_epochs) == (143, 29)
+    assert (cfg.buffers.epochs, cfg.distill.expert_epochs) == (429, 29)  # the preset's 30 epochs, scaled
     assert small.config(["buffers.epochs=12"]).buffers.epochs == 12  # an explicit override still wins
     w = fmnist.windows(40, cfg.buffers.epochs, cfg.distill.expert_epochs)
-    assert w["late-only"][2] == 115  # start epochs t < 143 - 29 + 1: t + M stays inside the experts
+    assert w["late-only"][2] == 401  # start epochs t < 429 - 29 + 1: t + M stays inside the experts
 
 
 @pytest.mark.parametrize("first", [True, False])
@@ -707,12 +707,12 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
     row = bench.variant("datm_ipc10_w32", spec, changes)
-    assert seen["experts"] == (32, 10)  # the benchmark's expert length, at width 32
+    assert seen["experts"] == (32, 30)  # the benchmark's expert length, at width 32
     assert seen["distill"].model.options["width"] == 32 == seen["evaluate"].model.options["width"]
     assert seen["evaluate"].eval.baselines == ["random"]
-    expected = fmnist.windows(5, 10, 2)["datm_ipc10"]
+    expected = fmnist.windows(5, 30, 2)["datm_ipc10"]
     assert (seen["distill"].distill.current_max_start_epoch, seen["distill"].distill.max_start_epoch) == (2, 5)
-    assert tuple(row["window"]) == expected and row["width"] == 32 and row["expert_epochs"] == 10
+    assert tuple(row["window"]) == expected and row["width"] == 32 and row["expert_epochs"] == 30
     assert row["test"] == [0.8, 0.01, 3] and row["random_test"] == [0.75, 0.02, 3]
     assert row["target_accuracy"] == curve[expected[2] - 1 + 2]
 

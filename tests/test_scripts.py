@@ -549,7 +549,7 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
         "lr_img": 1000.0,
         "syn_steps": 20,
         "lr_lr": 1e-5,
-        "expert_epochs": 10,
+        "expert_epochs": 30,
         "width": 16,
         "window": [0, 2, 2, 1],
         "target_accuracy": 0.7958,
@@ -576,12 +576,12 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
             "best": {"score": 0.796, "iteration": 225},
             "test": None,
         },
-        "datm_ipc10_experts30": {
+        "datm_ipc10_experts10": {
             **common,
             "iterations": 300,
-            "expert_epochs": 30,
-            "window": [0, 4, 8, 2],
-            "target_accuracy": 0.86,
+            "expert_epochs": 10,
+            "window": [0, 2, 5, 2],
+            "target_accuracy": 0.83,
             "experts_seconds": 600.0,
             "best": {"score": 0.81, "iteration": 300},
             "test": [0.8, 0.002, 3],
@@ -600,25 +600,25 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 10 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
+        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
         "66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 10 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | "
         "69.5 ± 0.6 (n=3) | – |"
     )
-    assert table[2].startswith("| datm_ipc10_experts30 | 10 | 16 | 30 | [0, 4 -> 8) by half of the run | 0.860 | 300 |")
-    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 10 | [0, 2) | 0.796 | 300 | 20 | 100 |")
+    assert table[2].startswith("| datm_ipc10_experts10 | 10 | 16 | 10 | [0, 2 -> 5) by half of the run | 0.830 | 300 |")
+    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 30 | [0, 2) | 0.796 | 300 | 20 | 100 |")
     assert table[3].endswith("| – | – | 60 | 30 |")
     assert (
-        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 10 |")
+        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 30 |")
         and "| 81.0 ± 0.2 (n=3) | 75.0 ± 1.0 (n=3) |" in table[4]
     )
     text = out.read_text()
     assert "--budget-study" in text and "70.6 / 84.6 / 88.7" in text
     # four variants of 90 s each, and each set of experts' training once
     assert "Measured time of the variants: 31.0 min" in text
-    assert "width 16 x 30 epochs 10.0 min, width 32 x 10 epochs 15.0 min" in text
+    assert "width 16 x 10 epochs 10.0 min, width 32 x 30 epochs 15.0 min" in text
 
 
 def test_budget_study_needs_the_benchmark_first(tmp_path):
@@ -640,18 +640,20 @@ def test_each_command_binds_one_stage_and_no_job_imports_another():
 
 def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
     specs = fmnist.run_specs(CHOICES)
+    preset_epochs = fmnist.Benchmark("fashion_mnist", []).config([]).buffers.epochs
     for base, changes in fmnist.BUDGET_VARIANTS.values():
         assert base in specs and specs[base][1] == "datm"
         assert changes and set(changes) <= set(fmnist.VARIANT_SETTINGS)
+        assert changes.get("buffer_epochs") != preset_epochs  # such a variant would repeat the benchmark run
 
 
-def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_window(tmp_path, monkeypatch):
-    bench = fmnist.Benchmark("mnist_5k", [], train_images=3500)  # step-scaled: 30 epochs -> 429
+def test_an_expert_epochs_variant_trains_its_own_experts_and_takes_the_rules_window(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("mnist_5k", [], train_images=3500)  # step-scaled: 10 epochs -> 143
     bench.work = tmp_path
-    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_experts30"]
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_experts10"]
     spec = fmnist.run_specs(CHOICES)[base]
     trained, distilled = [], []
-    curve = [0.1] + [0.9] * 429  # plateau at epoch 1 -> P = 2 (the rule's floor)
+    curve = [0.1] + [0.9] * 143  # plateau at epoch 1 -> P = 2 (the rule's floor)
 
     def fake_buffers(cfg):
         trained.append(cfg.buffers.epochs)
@@ -665,18 +667,18 @@ def test_a_longer_experts_variant_trains_its_own_experts_and_takes_the_rules_win
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.9, "std": 0.01, "runs": 3}])
-    row = bench.variant("datm_ipc50_experts30", spec, changes)
+    row = bench.variant("datm_ipc50_experts10", spec, changes)
     (cfg,) = distilled
-    assert trained == [429] and cfg.buffers.epochs == 429  # the run reads the longer experts' buffer folder
+    assert trained == [143] and cfg.buffers.epochs == 143  # the run reads these experts' buffer folder
     span = cfg.distill.expert_epochs  # 29 on MNIST-5k's split
-    expected = fmnist.windows(2, 429, span)["datm_ipc50"]
-    assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (expected[0], expected[2]) == (1, 401)
+    expected = fmnist.windows(2, 143, span)["datm_ipc50"]
+    assert (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch) == (expected[0], expected[2]) == (1, 115)
     assert cfg.distill.lr_img == spec[3] and cfg.distill.iterations == fmnist.ITERATIONS[50]
-    assert row["expert_epochs"] == 429 and tuple(row["window"]) == expected and row["target_accuracy"] == 0.9
+    assert row["expert_epochs"] == 143 and tuple(row["window"]) == expected and row["target_accuracy"] == 0.9
     # a second variant on the same experts reuses them, and so does a later invocation
-    bench.variant("datm_ipc1_experts30", fmnist.run_specs(CHOICES)["datm_ipc1"], changes)
-    assert trained == [429] and distilled[1].distill.max_start_epoch == fmnist.windows(2, 429, span)["datm_ipc1"][2]
-    assert (tmp_path / "budget" / "experts_buffer_epochs30.json").is_file()
+    bench.variant("datm_ipc1_experts10", fmnist.run_specs(CHOICES)["datm_ipc1"], changes)
+    assert trained == [143] and distilled[1].distill.max_start_epoch == fmnist.windows(2, 143, span)["datm_ipc1"][2]
+    assert (tmp_path / "budget" / "experts_buffer_epochs10.json").is_file()
 
 
 def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp_path, monkeypatch):

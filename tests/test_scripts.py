@@ -724,3 +724,35 @@ def test_target_accuracy_is_the_experts_at_the_furthest_epoch_a_window_matches()
     assert fmnist.target_accuracy(curve, (0, 2, 2, 1), 2) == 0.7  # starts 0..1, targets up to epoch 3
     assert fmnist.target_accuracy(curve, (0, 2, 4, 2), 2) == 0.85  # a growing window: its final T+
     assert fmnist.target_accuracy(curve, (2, 9, 9, 1), 2) == 0.85  # never past the last epoch
+
+
+def test_recheck_repeats_the_runs_own_check_and_reports_fresh_ones(tiny_buffer, tmp_path):
+    import recheck_selection as recheck
+
+    from distill.seeds import derive_seed
+    from distill.stages.common import start
+    from distill.stages.distill import run_distill
+
+    cfg, _ = tiny_buffer
+    cfg = cfg.copy()
+    cfg.paths.distill = str(tmp_path / "datm_ipc2")
+    cfg.distill.eval_every, cfg.distill.eval_runs, cfg.distill.eval_epochs = 1, 1, 5
+    folder = run_distill(cfg)
+    ctx = start(cfg, "eval")
+    row = recheck.recheck_run(folder, ctx, runs=2)
+    recorded = row["recorded"]
+    assert row["ipc"] == 2 and len(row["best"]) == len(row["last"]) == 2
+    assert all(0.0 <= s <= 1.0 for s in row["best"] + row["last"])
+    # with the seed the run's check used, a fresh check of its best set gives exactly the recorded score
+    synthetic, data, model, meta = recheck.load_set(folder / "distilled.safetensors", ctx)
+    assert meta["distill"]["eval_epochs"] == 5 and row["epochs"] == 5
+    seed = derive_seed(cfg.seed, f"distill-eval/{recorded['iteration']}", 0)
+    protocol = ctx.cfg.protocol
+    again = recheck.fresh_checks(synthetic, data, model, protocol, 5, protocol.labels, [seed])
+    assert again == [recorded["score"]]
+    out = tmp_path / "recheck.md"
+    recheck.write_report("digits", {"datm_ipc2": row}, ["--runs", "2"], 6.0, out)
+    line = next(x for x in out.read_text().splitlines() if x.startswith("| datm_ipc2"))
+    fresh = sum(row["best"]) / 2
+    assert line.startswith(f"| datm_ipc2 | 2 | {recorded['score']:.3f} ({recorded['iteration']}) | {fresh:.3f} ± ")
+    assert f"| {recorded['score'] - fresh:+.3f} |" in line

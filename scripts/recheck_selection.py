@@ -70,16 +70,19 @@ def mean_std(scores: list[float]) -> str:
     return f"{statistics.mean(scores):.3f} ± {std:.3f} (n={len(scores)})"
 
 
-def load_set(path: Path, ctx) -> tuple[dict, object, ModelSpec, dict]:
+def load_set(path: Path, ctx, data=None) -> tuple[dict, object, ModelSpec, dict]:
     """A distilled set file with what checking it needs: (synthetic tensors, the data under the set's
-    own preprocessing from `ctx` (a `start` context), the network it was distilled with, its metadata)."""
+    own preprocessing from `ctx` (a `start` context; `data` when given, prepared for a set of the same
+    run), the network it was distilled with, its metadata)."""
     synthetic, pre_state, meta = load_artifact(path)
-    stored = meta["dataset_fingerprint"]["preprocess"]
-    preprocessor = Preprocessor.from_state(
-        stored["kind"], pre_state, stored["zca_eps"], stored.get("statistics", "measured")
-    )
     model = ModelSpec(meta.get("model", ctx.cfg.model.name), dict(meta.get("model_options", {})))
-    return synthetic, ctx.data(preprocessor), model, meta
+    if data is None:
+        stored = meta["dataset_fingerprint"]["preprocess"]
+        preprocessor = Preprocessor.from_state(
+            stored["kind"], pre_state, stored["zca_eps"], stored.get("statistics", "measured")
+        )
+        data = ctx.data(preprocessor)
+    return synthetic, data, model, meta
 
 
 def recheck_run(folder: Path, ctx, runs: int) -> dict:
@@ -89,9 +92,9 @@ def recheck_run(folder: Path, ctx, runs: int) -> dict:
     its "ipc" and the check's "epochs" (the run's own)."""
     summary = bench_script.run_facts(folder)
     seeds = [derive_seed(ctx.cfg.seed, f"recheck/{folder.name}", r) for r in range(runs)]
-    out = {"recorded": summary["best"], "skipped": summary["skipped"]}
+    out, data = {"recorded": summary["best"], "skipped": summary["skipped"]}, None
     for key, file in (("best", "distilled.safetensors"), ("last", "distilled_last.safetensors")):
-        synthetic, data, model, meta = load_set(folder / file, ctx)
+        synthetic, data, model, meta = load_set(folder / file, ctx, data)  # both sets share the run's data
         labels = ctx.cfg.protocol.labels if meta["soft_labels"] else "hard"  # as the run's checks
         epochs = meta["distill"]["eval_epochs"]
         out[key] = fresh_checks(synthetic, data, model, ctx.cfg.protocol, epochs, labels, seeds)

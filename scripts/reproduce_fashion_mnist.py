@@ -138,6 +138,11 @@ BUDGET_VARIANTS = {
     # width 32, with the random subset evaluated on that network beside it
     "datm_ipc1_w32": ("datm_ipc1", {"width": 32}),
     "datm_ipc10_w32": ("datm_ipc10", {"width": 32}),
+    # added after the ones above had run, before either of these ran: IPC 1 with the student steps of
+    # DATM's own CIFAR-10 IPC 1 config (N = 80; the benchmark's N = 20 is a budget cut), alone and with
+    # that config's student-lr rate lr_lr = 1e-7
+    "datm_ipc1_n80": ("datm_ipc1", {"syn_steps": 80}),
+    "datm_ipc1_n80_lrlr1e-7": ("datm_ipc1", {"syn_steps": 80, "lr_lr": 1e-7}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
 VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", *EXPERT_SETTINGS)

@@ -65,12 +65,13 @@ How every setting is chosen (never on the test split):
     0 to 0.576 at its first check, 75.
 
 `--budget-study` (after the benchmark, from its experts and choices) measures what the budget buys
-the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark with one or two
-settings changed (more student steps N, more iterations, the pilots' second lr_img, a student lr held
-near its start; experts trained 10 epochs, the benchmark's until it trained 30, or set, experts and
-evaluation at ConvNet width 32, each with the windows the benchmark's rule picks from those experts),
-selected and evaluated exactly like the benchmark's runs. It reports a sensitivity, not a choice: the
-benchmark's settings stay as the procedure above picked them. Writes results/<dataset>_budget.md; its
+the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a
+comparison with MTT fair, an MTT run) with one or two settings changed (more student steps N, more
+iterations, the pilots' second lr_img, a student lr held near its start; experts trained 10 epochs,
+the benchmark's until it trained 30, or set, experts and evaluation at ConvNet width 32, each with
+the windows the benchmark's rule picks from those experts), selected and evaluated exactly like the
+benchmark's runs. It reports a sensitivity, not a choice: the benchmark's settings stay as the
+procedure above picked them. Writes results/<dataset>_budget.md; its
 evaluation records stay in runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
 """
 
@@ -143,6 +144,11 @@ BUDGET_VARIANTS = {
     # that config's student-lr rate lr_lr = 1e-7
     "datm_ipc1_n80": ("datm_ipc1", {"syn_steps": 80}),
     "datm_ipc1_n80_lrlr1e-7": ("datm_ipc1", {"syn_steps": 80, "lr_lr": 1e-7}),
+    # added after datm_ipc1_n80 had run, so that its comparison with MTT is fair: MTT at IPC 1 with the
+    # student steps of MTT's own CIFAR-10 IPC 1 setting (N = 50)
+    "mtt_ipc1_n50": ("mtt_ipc1", {"syn_steps": 50}),
+    # and whether DATM's own N = 80 helps at IPC 10 too (4x the benchmark's distillation time there)
+    "datm_ipc10_n80": ("datm_ipc10", {"syn_steps": 80}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
 VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", *EXPERT_SETTINGS)
@@ -501,12 +507,13 @@ class Benchmark:
         variant also evaluates the random subset on its network), its records kept out of the
         benchmark's tables. Reused when an earlier invocation finished it. Returns its row's values."""
         ipc, method, window, lr = spec
+        kind = "mtt" if method == "mtt" else "datm"
         lr = changes.get("lr_img", lr)
         iterations = changes.get("iterations", ITERATIONS[ipc])
         experts = self.own_experts(changes)
         if experts is not None:
-            window = tuple(experts["windows"][f"datm_ipc{ipc}"])
-        overrides = [*run_overrides(ipc, "datm", window, lr, iterations, iterations // 4), f"distill.method={method}"]
+            window = tuple(experts["windows"][f"{kind}_ipc{ipc}"])
+        overrides = [*run_overrides(ipc, kind, window, lr, iterations, iterations // 4), f"distill.method={method}"]
         overrides += [f"distill.{key}={changes[key]}" for key in ("syn_steps", "lr_lr") if key in changes]
         overrides += experts["overrides"] if experts is not None else []
         out = self.work / "budget" / name
@@ -519,7 +526,8 @@ class Benchmark:
             distill_to_the_end(cfg)
             distilled = distill_seconds(out, time.perf_counter() - started)
             baselines = ["random"] if "width" in changes else []
-            evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=["soft"])
+            modes = ["hard"] if kind == "mtt" else ["soft"]
+            evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=modes)
             started = time.perf_counter()
             records = {r["set"]: r for r in run_evaluate(dataclasses.replace(cfg, eval=evaluation))}
             recorded = {
@@ -779,7 +787,7 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     config = bench.config([])
     defaults = config.distill
     latest = newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
-    benchmark_records = {r["ipc"]: r for r in latest if r["set"] == "distilled" and r["method"] == "datm"}
+    benchmark_records = {(r["method"], r["ipc"]): r for r in latest if r["set"] == "distilled"}
     random_records = {r["ipc"]: r for r in latest if r["set"] == "random"}
     rows: dict[str, dict] = {}
     for name, (base, changes) in BUDGET_VARIANTS.items():
@@ -788,7 +796,7 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
         if base not in rows and (bench.work / base / TIMING_FILE).is_file():
             recorded = json.loads((bench.work / base / TIMING_FILE).read_text())
             ipc = specs[base][0]
-            record, random_ = benchmark_records.get(ipc), random_records.get(ipc)
+            record, random_ = benchmark_records.get((specs[base][1], ipc)), random_records.get(ipc)
             rows[base] = {
                 **recorded,
                 **run_facts(bench.work / base),
@@ -834,7 +842,9 @@ def write_budget_report(
         f"the training of their own experts: {trained}; "
         f"this invocation took {seconds / 60:.1f} min, reusing what an earlier one finished)",
         "",
-        "Each variant is one of the benchmark's DATM runs (`results/" + bench.dataset + "_benchmark.md`) with the "
+        "Each variant is one of the benchmark's DATM runs (an `mtt_` variant: its MTT run; `results/"
+        + bench.dataset
+        + "_benchmark.md`) with the "
         "settings in its row changed, from the same experts, windows and initialisation (a variant with longer "
         "experts or another width: new experts of the same recipe and seeds, its window picked from their "
         "validation curve by the benchmark's rule; the set is trained and evaluated on that width), its set "

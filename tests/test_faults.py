@@ -18,7 +18,8 @@ from distill.io.artifact import load_artifact
 from distill.stages.distill import run_distill
 from tests.conftest import TINY, make_config
 
-ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2"}
+# the jobs run with the threads of this process: float sums, and so the files, depend on the thread count
+ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def _start(module, *overrides):

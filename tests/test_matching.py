@@ -106,12 +106,14 @@ def test_program_engine_equals_plain_engine_in_float64(compile):
 
 
 def test_auto_engine_keeping_some_or_all_steps_equals_plain_engine_in_float64():
-    # traced (aot_eager) programs: the kept graphs are compiled functions' residuals, as with inductor
+    # traced (aot_eager) programs: the kept graphs are compiled functions' residuals, as with inductor;
+    # minibatches of one shape (8 images in 4s) trace each program once (recompiles: the test above)
     student, start, target, images, logits, lr, plan = _problem(8)
+    plan = make_plan(8, 4, 6, torch.Generator().manual_seed(8), plan.dsa_strategy)
     hard = torch.nn.functional.one_hot(logits.argmax(1), 4).to(logits.dtype)
     programs = StepPrograms(student, compile=True, backend="aot_eager")
     one_step = programs.gradient_kept(
-        start.clone().requires_grad_(True), images[:3].clone().requires_grad_(True), torch.softmax(logits[:3], 1)
+        start.clone().requires_grad_(True), images[:4].clone().requires_grad_(True), torch.softmax(logits[:4], 1)
     )[1]
     assert one_step > start.numel() * 8  # at least the activations of a step: more than one parameter vector
     for labels, targets in ((logits, None), (None, hard)):

@@ -175,9 +175,16 @@ BUDGET_VARIANTS = {
     # added after DATM's N = 80 had run at IPC 10, before this ran: is its gain there DATM's or its student
     # steps'? MTT at the same N and iterations
     "mtt_ipc10_n80_it200": ("mtt_ipc10", {"syn_steps": 80, "iterations": 200}),
+    # added after the benchmark's IPC 10 runs had MTT 1.4 points ahead, before these ran: how far does a
+    # run's figure move with its seed alone (initial images, expert order, start epochs, DSA, evaluation)?
+    # Two more seeds of each IPC 10 run, from the benchmark's experts
+    "datm_ipc10_seed1": ("datm_ipc10", {"seed": 1}),
+    "datm_ipc10_seed2": ("datm_ipc10", {"seed": 2}),
+    "mtt_ipc10_seed1": ("mtt_ipc10", {"seed": 1}),
+    "mtt_ipc10_seed2": ("mtt_ipc10", {"seed": 2}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
-VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", *EXPERT_SETTINGS)
+VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)
 
 
 def plateau_epoch(accuracy: list[float], share: float = 0.95) -> int:
@@ -594,6 +601,8 @@ class Benchmark:
         run = [o for o in run if o.split("=")[0] not in changed]
         overrides = [*run, f"distill.method={method}", *(f"{key}={value}" for key, value in changed.items())]
         overrides += experts["overrides"] if experts is not None else []
+        if "seed" in changes:  # the seed names the experts' folder too: keep the benchmark's experts
+            overrides += [f"seed={changes['seed']}", f"paths.buffers={self.config([]).buffers_folder()}"]
         out = self.work / "budget" / name
         made_from = self.experts_of(overrides)
         recorded = finished(out, self.recorded_as(overrides), made_from)
@@ -628,6 +637,7 @@ class Benchmark:
             "lr_img": lr,
             "syn_steps": syn_steps_of(overrides, defaults.distill.syn_steps),
             "lr_lr": changes.get("lr_lr", defaults.distill.lr_lr),
+            "seed": changes.get("seed", defaults.seed),
             "expert_epochs": defaults.buffers.epochs,
             "width": defaults.model.options["width"],
             "window": list(window),
@@ -890,6 +900,7 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
                 "lr_img": specs[base][3],
                 "syn_steps": syn_steps_of(recorded["overrides"], defaults.syn_steps),
                 "lr_lr": defaults.lr_lr,
+                "seed": config.seed,
                 "expert_epochs": config.buffers.epochs,
                 "width": config.model.options["width"],
                 "window": list(specs[base][2]),

@@ -606,6 +606,23 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
 
 
+def test_a_seed_variant_reads_the_benchmarks_experts_with_its_own_seed(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc10_seed2"]
+    seen = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
+    row = bench.variant("mtt_ipc10_seed2", fmnist.run_specs(CHOICES)[base], changes)
+    (cfg,) = seen
+    benchmark = bench.config([])
+    assert cfg.seed == 2 == row["seed"] and benchmark.seed == 0
+    # the seed is part of the experts' folder name: without the pinned path it would train new experts
+    assert cfg.buffers_folder() == benchmark.buffers_folder()
+    assert bench.config(["seed=2"]).buffers_folder() != benchmark.buffers_folder()
+    assert (cfg.distill.method, cfg.distill.soft_labels, cfg.distill.ipc) == ("mtt", False, 10)
+
+
 def test_an_mtt_variant_stays_mtt_hard_labels_and_its_own_window(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path

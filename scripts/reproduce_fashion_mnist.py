@@ -98,6 +98,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -182,6 +183,15 @@ BUDGET_VARIANTS = {
     "datm_ipc10_seed2": ("datm_ipc10", {"seed": 2}),
     "mtt_ipc10_seed1": ("mtt_ipc10", {"seed": 1}),
     "mtt_ipc10_seed2": ("mtt_ipc10", {"seed": 2}),
+    # and, added while those ran, before these did: the same at IPC 1 and 50, where DATM led by 1.4 / 0.4
+    "datm_ipc1_seed1": ("datm_ipc1", {"seed": 1}),
+    "datm_ipc1_seed2": ("datm_ipc1", {"seed": 2}),
+    "mtt_ipc1_seed1": ("mtt_ipc1", {"seed": 1}),
+    "mtt_ipc1_seed2": ("mtt_ipc1", {"seed": 2}),
+    "datm_ipc50_seed1": ("datm_ipc50", {"seed": 1}),
+    "datm_ipc50_seed2": ("datm_ipc50", {"seed": 2}),
+    "mtt_ipc50_seed1": ("mtt_ipc50", {"seed": 1}),
+    "mtt_ipc50_seed2": ("mtt_ipc50", {"seed": 2}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
 VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)
@@ -948,10 +958,10 @@ def write_budget_report(
         "width variant's the random subset on its network. Target: the experts' mean validation accuracy at the "
         "furthest epoch the window matches (T+ - 1 + M), the natural ceiling of a set distilled from them.",
         "",
-        "| run | IPC | width | expert epochs | window of t | target | iterations | N | lr_img | lr_lr | "
+        "| run | IPC | width | expert epochs | window of t | target | iterations | N | lr_img | lr_lr | seed | "
         "best validation (iteration) | skipped updates | test accuracy % | random subset % | distill s | "
         "evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
         test_cell, random_cell = (
@@ -969,15 +979,52 @@ def write_budget_report(
             f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('expert_epochs', '?')} | "
             f"{window_text(tuple(row['window'])) if row.get('window') else '?'} | "
             f"{'?' if target is None else f'{target:.3f}'} | "
-            f"{row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | {row['lr_lr']:g} | "
+            f"{row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | {row['lr_lr']:g} | {row.get('seed', 0)} | "
             f"{row['best']['score']:.3f} ({row['best']['iteration']}) | {row['skipped']} | {test_cell} | "
             f"{random_cell} | {row['distill']:.0f} | {row['evaluate']:.0f} |"
         )
+    lines += seed_summary(rows)
     published = PUBLISHED.get(bench.dataset)
     if published:
         lines += ["", f"Published DSA (ConvNet-128), IPC 1 / 10 / 50: {' / '.join(map(str, published['DSA']))}."]
     out = out or ROOT / "results" / f"{bench.dataset}_budget.md"
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+
+
+def seed_summary(rows: dict[str, dict]) -> list[str]:
+    """Markdown lines (none without seed variants): for each benchmark run in `rows` with variants that
+    change only its seed, the test accuracy and best validation score of every seed, and their mean and
+    sample standard deviation over the seeds: how far a figure moves with the seed alone."""
+    seeds: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        base, changes = BUDGET_VARIANTS.get(name, (name, {}))
+        if set(changes) <= {"seed"} and row.get("test") and base in rows:
+            seeds.setdefault(base, []).append(row)
+    table = []
+    for base, runs in seeds.items():
+        if len(runs) < 2:
+            continue
+        runs.sort(key=lambda row: row.get("seed", 0))
+        test = [100 * row["test"][0] for row in runs]
+        best = [row["best"]["score"] for row in runs]
+        table.append(
+            f"| {base} | {', '.join(str(row.get('seed', 0)) for row in runs)} | "
+            f"{' / '.join(f'{t:.1f}' for t in test)} | {statistics.mean(test):.1f} ± {statistics.stdev(test):.1f} | "
+            f"{' / '.join(f'{b:.3f}' for b in best)} | {statistics.mean(best):.3f} ± {statistics.stdev(best):.3f} |"
+        )
+    if not table:
+        return []
+    return [
+        "",
+        "## Seeds",
+        "",
+        "The same run with another seed (initial images, expert order, start epochs, DSA draws and the evaluation "
+        "runs' seeds); the benchmark's row is seed 0. Mean ± sample standard deviation over the seeds.",
+        "",
+        "| run | seeds | test accuracy % per seed | over seeds | best validation per seed | over seeds |",
+        "|---|---|---|---|---|---|",
+        *table,
+    ]
 
 
 def main(argv: list[str]) -> None:

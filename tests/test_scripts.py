@@ -606,6 +606,24 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
 
 
+def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
+    def row(seed, test, best):
+        return {"seed": seed, "test": [test, 0.01, 3], "best": {"score": best, "iteration": 75}}
+
+    rows = {
+        "datm_ipc10": row(0, 0.789, 0.800),
+        "datm_ipc10_seed1": row(1, 0.801, 0.810),
+        "datm_ipc10_seed2": row(2, 0.795, 0.790),
+        "datm_ipc10_n80": row(0, 0.820, 0.830),  # another setting, not another seed
+        "mtt_ipc10": row(0, 0.803, 0.805),
+    }
+    lines = fmnist.seed_summary(rows)
+    (datm,) = [line for line in lines if line.startswith("| datm_ipc10 |")]
+    assert datm == "| datm_ipc10 | 0, 1, 2 | 78.9 / 80.1 / 79.5 | 79.5 ± 0.6 | 0.800 / 0.810 / 0.790 | 0.800 ± 0.010 |"
+    assert not [line for line in lines if line.startswith("| mtt_ipc10")]  # one seed: no spread to show
+    assert fmnist.seed_summary({"mtt_ipc10": row(0, 0.8, 0.8)}) == []
+
+
 def test_a_seed_variant_reads_the_benchmarks_experts_with_its_own_seed(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
@@ -714,11 +732,11 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0.727 (100) | 0 | "
+        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0 | 0.727 (100) | 0 | "
         "66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0.739 (100) | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
         "69.5 ± 0.6 (n=3) | – |"
     )
     assert table[2].startswith("| datm_ipc10_experts10 | 10 | 16 | 10 | [0, 2 -> 5) by half of the run | 0.830 | 300 |")

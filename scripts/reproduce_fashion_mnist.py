@@ -85,9 +85,10 @@ iterations, the pilots' second lr_img, a student lr held near its start, another
 10 epochs, the benchmark's until it trained 30, or set, experts and evaluation at ConvNet width 32, each
 with the windows the benchmark's rule picks from those experts), selected and evaluated exactly like the
 benchmark's runs. Its Seeds section gives each run's figures over its seeds: one seed per cell is what
-the 150-minute budget holds, and at IPC 10 the seed moves a figure as far as DATM and MTT differ. It reports a sensitivity, not a choice: the benchmark's settings stay as the
-procedure above picked them. Writes results/<dataset>_budget.md; its
-evaluation records stay in runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
+the 150-minute budget holds, and at IPC 10 the seed moves a figure as far as DATM and MTT differ. It
+reports a sensitivity, not a choice: the benchmark's settings stay as the procedure above picked them.
+Writes results/<dataset>_budget.md; its evaluation records stay in runs/<dataset>_benchmark/budget/,
+out of the benchmark's tables.
 """
 
 from __future__ import annotations
@@ -1002,7 +1003,7 @@ def seed_summary(rows: dict[str, dict]) -> list[str]:
         if set(changes) <= {"seed"} and row.get("test") and base in rows:
             seeds.setdefault(base, []).append(row)
     table = []
-    for base, runs in seeds.items():
+    for base, runs in sorted(seeds.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
         if len(runs) < 2:
             continue
         runs.sort(key=lambda row: row.get("seed", 0))

@@ -958,7 +958,7 @@ def write_budget_report(
         "evaluate s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, row in sorted(rows.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
+    for name, row in sorted(rows.items(), key=lambda item: (ipc_of(item[0]), item[0])):
         test_cell, random_cell = (
             "–" if not t else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f} (n={t[2]})"
             for t in (row.get("test"), row.get("random_test"))
@@ -968,7 +968,7 @@ def write_budget_report(
             if name in BUDGET_VARIANTS
             else f"{name} (benchmark{', ' + row['commit'] if row.get('commit') else ''})"
         )
-        ipc = name.split("ipc")[1].split("_")[0]
+        ipc = ipc_of(name)
         target = row.get("target_accuracy")
         lines.append(
             f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('expert_epochs', '?')} | "
@@ -986,6 +986,11 @@ def write_budget_report(
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
 
 
+def ipc_of(name: str) -> int:
+    """The IPC in a run's or variant's name (datm_ipc10_seed1 -> 10)."""
+    return int(name.split("ipc")[1].split("_")[0])
+
+
 def seed_summary(rows: dict[str, dict]) -> list[str]:
     """Markdown lines (none without seed variants): for each benchmark run in `rows` with variants that
     change only its seed, the test accuracy and best validation score of every seed, and their mean and
@@ -996,7 +1001,7 @@ def seed_summary(rows: dict[str, dict]) -> list[str]:
         if set(changes) <= {"seed"} and row.get("test") and base in rows:
             seeds.setdefault(base, []).append(row)
     table = []
-    for base, runs in sorted(seeds.items(), key=lambda item: (int(item[0].split("ipc")[1].split("_")[0]), item[0])):
+    for base, runs in sorted(seeds.items(), key=lambda item: (ipc_of(item[0]), item[0])):
         if len(runs) < 2:
             continue
         runs.sort(key=lambda row: row.get("seed", 0))
@@ -1014,7 +1019,8 @@ def seed_summary(rows: dict[str, dict]) -> list[str]:
         "## Seeds",
         "",
         "The same run with another seed (initial images, expert order, start epochs, DSA draws and the evaluation "
-        "runs' seeds); the benchmark's row is seed 0. Mean ± sample standard deviation over the seeds.",
+        "runs' seeds); the benchmark's own row is the run at the config's seed (0 by default). Mean ± sample "
+        "standard deviation over the seeds.",
         "",
         "| run | seeds | test accuracy % per seed | over seeds | best validation per seed | over seeds |",
         "|---|---|---|---|---|---|",

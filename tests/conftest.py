@@ -11,7 +11,7 @@ import torch
 from distill.cli import compose_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-# under pytest-xdist the workers share the cores: more threads than cores in all runs many times slower
+# under pytest-xdist the workers share the cores: more threads in all than cores runs many times slower
 torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 TINY = [

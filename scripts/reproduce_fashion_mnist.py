@@ -67,10 +67,13 @@ How every setting is chosen (never on the test split):
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
   starts from is a candidate, as in the official code's default) and every quarter of the run. An lr
   pilot is the first half of the run it stands for: the same settings (window growth included) and
-  the same checks at the run's quarters, stopped at half, so it has two checks (iteration 0 is left
-  out: the same set for every lr cannot tell them apart). Its score is its best check: the set the run
-  would hold at that point. Two earlier versions were each changed after their results showed a
-  mismatch with what a run delivers, for every method and dataset at once:
+  the same checks at iteration 0 and the run's quarters, stopped at half. Its score is its best check
+  after iteration 0 (there every lr has the same set, so that check cannot tell them apart): the set
+  the run would hold at that point. The run at the chosen lr_img then goes on from its pilot's last
+  checkpoint instead of computing its first half again (resuming is bit-identical to an uninterrupted
+  run on CPU), so the pilots cost only the lrs not chosen. Two earlier versions of the score were each
+  changed after their results showed a mismatch with what a run delivers, for every method and
+  dataset at once:
   - scored by the set the pilot ended with, one late collapse decided DATM's IPC 10 lr_img on
     Fashion-MNIST, although a run keeps its best set;
   - scored by the best of checks at the PILOT's quarters (37, 74, 111, 148 and 150 at IPC 10), twice
@@ -135,6 +138,7 @@ BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
 TIMING_FILE = "benchmark_seconds.json"  # a finished pilot's or run's overrides and measured seconds
 STARTED_FILE = "benchmark_started.json"  # the overrides a pilot or run was started with (an interrupted one too)
+CONTINUES_FILE = "benchmark_continues.json"  # a run that went on from its lr pilot's checkpoint: which, its seconds
 ABLATIONS = ("early-only", "late-only")
 # the user's overrides that change what a run shows, not what it computes: a stage made without them is reused
 NOT_SHAPING = ("progress=", "logger.")
@@ -302,10 +306,9 @@ def run_overrides(
     lr_img: float,
     iterations: int,
     eval_every: int,
-    evaluate_initial: bool = True,
 ) -> list[str]:
-    """Config overrides of one distillation run (on top of experiment=benchmark_cpu). A pilot passes
-    `evaluate_initial=False`: the set it starts from is the same for every lr, so it is no candidate."""
+    """Config overrides of one distillation run (on top of experiment=benchmark_cpu): `iterations` long,
+    its set checked on the validation split at iteration 0 and every `eval_every` iterations."""
     low, first_high, high, fraction = window
     growing = first_high < high
     out = [
@@ -319,7 +322,7 @@ def run_overrides(
         f"distill.expansion_end_iteration={max(1, iterations // fraction)}",
         f"distill.lr_img={lr_img}",
         f"distill.eval_every={eval_every}",
-        f"distill.evaluate_initial={str(evaluate_initial).lower()}",
+        "distill.evaluate_initial=true",
     ]
     if ipc == 50:
         out.append("distill.batch_syn=100")
@@ -343,12 +346,41 @@ def student_steps(ipc: int, method: str, preset: int | None = None) -> int | Non
 
 def pilot_overrides(ipc: int, method: str, window: tuple[int, int, int, int], lr_img: float) -> list[str]:
     """Config overrides of one lr pilot: the first `pilot_iterations(ipc)` iterations of the run it
-    stands for, with that run's window growth and validation checks (every quarter of the RUN), except
-    the check at iteration 0. Nothing in a run depends on its length but where it stops, so the pilot
-    is exactly the run's first part, and its best check is the set that run would hold at that point."""
+    stands for, with that run's window growth and validation checks (iteration 0 and every quarter of
+    the RUN). Nothing in a run depends on its length but where it stops, so the pilot is exactly the
+    run's first part: its best check after iteration 0 is the set that run would hold at that point,
+    and the run at the chosen lr_img continues the pilot's checkpoint (`Benchmark.pilot_to_continue`)."""
     steps = ITERATIONS[ipc]
-    run = run_overrides(ipc, method, window, lr_img, steps, steps // 4, evaluate_initial=False)
+    run = run_overrides(ipc, method, window, lr_img, steps, steps // 4)
     return [f"distill.iterations={pilot_iterations(ipc)}" if o.startswith("distill.iterations=") else o for o in run]
+
+
+def pilot_folder(work: Path, method: str, ipc: int, lr_img: float) -> Path:
+    """Where the lr pilot of `method` ("datm" or "mtt") at `ipc` with `lr_img` runs."""
+    return work / "pilots" / f"{method}_ipc{ipc}_lr{lr_img:g}_it{pilot_iterations(ipc)}"
+
+
+def pilot_score(summary: dict) -> tuple[float, int]:
+    """A pilot's score and the iteration of that check, from its summary.json: its best check after
+    iteration 0 (every lr starts from the same set there, so that check cannot tell them apart); the
+    first of equal scores, as a run keeps it. A summary without checks after iteration 0: its best."""
+    later = [c for c in summary.get("checks", []) if c["iteration"] > 0]
+    if not later:
+        return summary["best"]["score"], summary["best"]["iteration"]
+    best = max(later, key=lambda c: c["score"])
+    return best["score"], best["iteration"]
+
+
+def same_trajectory(a: list[str], b: list[str]) -> bool:
+    """Whether two runs' overrides differ at most in their length (`distill.iterations`); an override
+    given twice counts by its last value, as when the config is composed."""
+
+    def settled(overrides: list[str]) -> dict[str, str]:
+        pairs = dict(o.partition("=")[::2] for o in overrides)
+        pairs.pop("distill.iterations", None)
+        return pairs
+
+    return settled(a) == settled(b)
 
 
 def run_specs(choices: dict) -> dict[str, tuple[int, str, tuple, float]]:
@@ -465,7 +497,7 @@ class Benchmark:
                 scores, best_at = {}, {}
                 for lr in LR_GRID:
                     window = chosen["windows"][f"{method}_ipc{ipc}"]
-                    out = self.work / "pilots" / f"{method}_ipc{ipc}_lr{lr:g}_it{pilot_iterations(ipc)}"
+                    out = pilot_folder(self.work, method, ipc, lr)
                     scores[lr], best_at[f"{lr:g}"], seconds = self.pilot(out, pilot_overrides(ipc, method, window, lr))
                     chosen["pilot_seconds"] += seconds
                 chosen["lr_img"][method][str(ipc)] = choose_lr(scores)
@@ -489,8 +521,30 @@ class Benchmark:
                 "distill": distill_seconds(out, time.perf_counter() - started),
             }
             atomic_write_json(out / TIMING_FILE, recorded)
-        best = json.loads((out / "summary.json").read_text())["best"]
-        return best["score"], best["iteration"], recorded["distill"]
+        score, iteration = pilot_score(json.loads((out / "summary.json").read_text()))
+        return score, iteration, recorded["distill"]
+
+    def pilot_to_continue(self, spec: tuple, overrides: list[str], experts: str) -> Path | None:
+        """The folder of the finished lr pilot that is the first part of the run with `spec` (IPC, method,
+        window, lr_img) and `overrides` from `experts`: same settings but the length, same experts, run
+        to its end. None when there is none (IPC 50, an ablation's other window, a pilot made otherwise)."""
+        ipc, method, _, lr = spec
+        if ipc not in PILOT_IPCS:
+            return None
+        folder = pilot_folder(self.work, run_kind(method), ipc, lr)
+        recorded = finished(folder, self.recorded_as(pilot_overrides(ipc, run_kind(method), spec[2], lr)), experts)
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        usable = (
+            recorded is not None
+            and same_trajectory(recorded["overrides"], self.recorded_as(overrides))
+            and summary.get("iterations") == pilot_iterations(ipc)
+            and not summary.get("stopped_early")
+            and (folder / "checkpoint.pt").is_file()
+        )
+        return folder if usable else None
 
     def run(self, name: str, spec: tuple, first: bool) -> tuple[float, float]:
         """Distil and evaluate one run; returns (distill, evaluate) seconds. A run that finished both in
@@ -506,10 +560,19 @@ class Benchmark:
         if recorded is not None:
             return recorded["distill"], recorded["evaluate"]
         set_aside(self.work / name, self.recorded_as(overrides), experts)
+        pilot = self.pilot_to_continue(spec, overrides, experts)
+        continued = self.work / name / CONTINUES_FILE
+        if pilot is not None and not (self.work / name / "checkpoint.pt").exists():
+            # the run's first part is its pilot: go on from the pilot's last checkpoint, charged to the choices
+            pilot_loop = json.loads((pilot / "summary.json").read_text()).get("seconds_in_all", 0.0)
+            (self.work / name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pilot / "checkpoint.pt", self.work / name / "checkpoint.pt")
+            atomic_write_json(continued, {"pilot": pilot.name, "seconds": pilot_loop})
         cfg = self.config([*overrides, f"paths.distill={self.work / name}"])
         started = time.perf_counter()
         out = distill_to_the_end(cfg)
-        distilled = distill_seconds(out, time.perf_counter() - started)
+        before = json.loads(continued.read_text()) if continued.is_file() else None
+        distilled = distill_seconds(out, time.perf_counter() - started, before["seconds"] if before else 0.0)
         atomic_write_bytes(ROOT / "results" / f"{self.dataset}_{name}_grid.png", (out / "grid.png").read_bytes())
         baselines = (["random"] + (["full"] if first else [])) if name.startswith("datm") else []
         modes = ["hard"] if method == "mtt" else ["soft"]
@@ -524,6 +587,8 @@ class Benchmark:
         run_evaluate(dataclasses.replace(cfg, eval=evaluation))
         evaluated = time.perf_counter() - started
         timing = {"overrides": self.recorded_as(overrides), "experts": experts, "distill": distilled}
+        if before is not None:
+            timing["continues"] = before["pilot"]
         timing["evaluate"] = evaluated
         atomic_write_json(out / TIMING_FILE, timing)
         return distilled, evaluated
@@ -658,14 +723,15 @@ def target_accuracy(curve: list[float], window: tuple, span: int) -> float:
     return curve[min(window[2] - 1 + span, len(curve) - 1)]
 
 
-def distill_seconds(folder: Path, elapsed: float) -> float:
+def distill_seconds(folder: Path, elapsed: float, charged_before: float = 0.0) -> float:
     """A finished distillation's cost: this invocation's `elapsed` seconds, or, for a run resumed from an
-    interrupted invocation's checkpoint, the seconds its summary counts over all of them if more."""
+    interrupted invocation's checkpoint, the seconds its summary counts over all of them if more, less
+    `charged_before`: the loop seconds of the pilot it continues, which the choices stage counts."""
     try:
         in_all = json.loads((folder / "summary.json").read_text()).get("seconds_in_all", 0.0)
     except (OSError, ValueError, AttributeError):
         in_all = 0.0
-    return max(elapsed, float(in_all or 0.0))
+    return max(elapsed, float(in_all or 0.0) - charged_before)
 
 
 def run_facts(folder: Path) -> dict:
@@ -678,6 +744,14 @@ def syn_steps_of(overrides: list[str], default: int) -> int:
     """The student steps N a run's overrides set (`default` when they leave it)."""
     values = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.syn_steps=")]
     return int(values[-1]) if values else default
+
+
+def continued_pilot(folder: Path) -> str | None:
+    """The lr pilot whose checkpoint the finished run in `folder` went on from (None: it started anew)."""
+    try:
+        return json.loads((folder / TIMING_FILE).read_text()).get("continues")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def finished(folder: Path, overrides: list[str], experts: str | None = None) -> dict | None:
@@ -862,6 +936,14 @@ def write_report(
         "|---|---|",
         *[f"| {k} | {v:.0f} |" for k, v in timings.items()],
     ]
+    continued = [name for name in (run_specs(choices) if choices else {}) if continued_pilot(bench.work / name)]
+    if continued:
+        lines += [
+            "",
+            f"{', '.join(continued)}: each went on from its lr pilot's last checkpoint (the pilot is the run's "
+            "first half, the same computation), so its distill time is the second half; the first is in the "
+            "choices stage.",
+        ]
     if "total" in timings:
         verdict = "within" if timings["total"] <= BUDGET_SECONDS else "**over**"
         lines += ["", f"Total {timings['total'] / 60:.1f} min: {verdict} the {BUDGET_SECONDS // 60}-minute budget."]

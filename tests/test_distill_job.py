@@ -78,16 +78,25 @@ def test_outputs_are_written_and_self_describing(tiny_buffer, tmp_path):
 
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_buffer, tmp_path):
     _, folder = tiny_buffer
-    whole = run_distill(make_config(tmp_path / "a", f"paths.buffers={folder}", "distill.iterations=4"))
-    part = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=2"))
+    checked = ("distill.eval_every=2", "distill.eval_epochs=2")  # checks at iterations 0, 2 and 4
+    whole = run_distill(make_config(tmp_path / "a", f"paths.buffers={folder}", "distill.iterations=4", *checked))
+    # a finished shorter run, continued by the same command with more iterations
+    part = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=2", *checked))
     first = json.loads((part / "summary.json").read_text())
-    resumed = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=4"))
-    a, _, _ = load_artifact(whole / "distilled_last.safetensors")
-    b, _, _ = load_artifact(resumed / "distilled_last.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    # the resumed run's outputs count the first session's seconds too
+    resumed = run_distill(make_config(tmp_path / "b", f"paths.buffers={folder}", "distill.iterations=4", *checked))
+    for name in ("distilled_last.safetensors", "distilled.safetensors"):
+        a, _, _ = load_artifact(whole / name)
+        b, _, _ = load_artifact(resumed / name)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
     once, twice = (json.loads((f / "summary.json").read_text()) for f in (whole, resumed))
+    # every selection check is listed, the first session's too, and the best is one of them
+    assert [c["iteration"] for c in first["checks"]] == [0, 2]
+    assert [c["iteration"] for c in once["checks"]] == [0, 2, 4] and twice["checks"] == once["checks"]
+    best = max(once["checks"], key=lambda c: c["score"])
+    assert once["best"] == twice["best"] == best
+    assert twice["initial_label_accuracy"] == once["initial_label_accuracy"] is not None
+    # the resumed run's outputs count the first session's seconds too
     assert once["seconds_in_all"] == once["seconds_this_session"] > 0
     assert twice["seconds_in_all"] == pytest.approx(
         first["seconds_this_session"] + twice["seconds_this_session"], abs=0.02

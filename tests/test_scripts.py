@@ -235,27 +235,36 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("ipc", fmnist.PILOT_IPCS)
-def test_an_lr_pilot_is_the_first_half_of_its_run_without_the_check_at_iteration_0(ipc):
+def test_an_lr_pilot_is_the_first_half_of_its_run(ipc):
     bench = fmnist.Benchmark("fashion_mnist", [])
     window, run_length = (0, 2, 4, 2), fmnist.ITERATIONS[ipc]
-    pilot = bench.config([*fmnist.pilot_overrides(ipc, "datm", window, 100.0), "paths.distill=/x"]).distill
+    pilot_overrides = fmnist.pilot_overrides(ipc, "datm", window, 100.0)
+    pilot = bench.config([*pilot_overrides, "paths.distill=/x"]).distill
     run_overrides = fmnist.run_overrides(ipc, "datm", window, 100.0, run_length, run_length // 4)
     run = bench.config([*run_overrides, "paths.distill=/x"]).distill
-    assert pilot.iterations == fmnist.pilot_iterations(ipc) == run_length // 2 and not pilot.evaluate_initial
-    # the run's checks and window growth, so the pilot's two checks are the run's first two after iteration 0
+    assert pilot.iterations == fmnist.pilot_iterations(ipc) == run_length // 2 and pilot.evaluate_initial
+    # the run's checks and window growth: the pilot's checks are the run's first three (iteration 0 too)
     assert pilot.eval_every == run.eval_every == run_length // 4
     assert pilot.expansion_end_iteration == run.expansion_end_iteration == run_length // 2
     differing = {f for f in type(run).__dataclass_fields__ if getattr(pilot, f) != getattr(run, f)}
-    assert differing == {"iterations", "evaluate_initial"}
+    assert differing == {"iterations"}
+    assert fmnist.same_trajectory(pilot_overrides, [*run_overrides, "distill.method=datm"])
+    assert not fmnist.same_trajectory(pilot_overrides, [*run_overrides, "distill.method=late-only"])
+    assert not fmnist.same_trajectory(pilot_overrides, fmnist.pilot_overrides(ipc, "datm", window, 1000.0))
 
 
-def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypatch):
+def test_an_lr_pilot_is_scored_by_its_best_check_after_iteration_0_not_its_last(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     out, overrides = tmp_path / "pilot", ["distill.lr_img=100.0"]
 
     def fake_distill(cfg):  # a pilot that peaks at iteration 50 and collapses by its end
         out.mkdir(exist_ok=True)
-        summary = {"best": {"score": 0.78, "iteration": 50}, "skipped_updates": 25}
+        checks = [(0, 0.81), (50, 0.78), (100, 0.4), (150, 0.78)]  # iteration 0: the same set for every lr
+        summary = {
+            "best": {"score": 0.81, "iteration": 0},
+            "checks": [{"iteration": i, "score": v} for i, v in checks],
+            "skipped_updates": 25,
+        }
         (out / "summary.json").write_text(json.dumps(summary))
 
     monkeypatch.setattr(fmnist, "run_distill", fake_distill)
@@ -265,6 +274,52 @@ def test_an_lr_pilot_is_scored_by_its_best_check_not_its_last(tmp_path, monkeypa
     assert (score, iteration) == (0.78, 50) and seconds >= 0
     monkeypatch.setattr(fmnist, "run_distill", lambda cfg: pytest.fail("a finished pilot is reused"))
     assert bench.pilot(out, overrides)[:2] == (0.78, 50)
+    # a summary from before checks were listed (its pilot skipped iteration 0): its best
+    assert fmnist.pilot_score({"best": {"score": 0.7, "iteration": 75}}) == (0.7, 75)
+
+
+def test_the_run_at_a_pilots_lr_goes_on_from_the_pilots_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(fmnist, "ROOT", tmp_path)
+    (tmp_path / "results").mkdir()
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path / "work"
+    window = (0, 2, 4, 2)
+    pilot_overrides = fmnist.pilot_overrides(10, "datm", window, 100.0)
+    experts = bench.experts_of(pilot_overrides)
+    pilot = fmnist.pilot_folder(bench.work, "datm", 10, 100.0)
+    pilot.mkdir(parents=True)
+    (pilot / "checkpoint.pt").write_bytes(b"state at 150")
+    (pilot / "summary.json").write_text(json.dumps({"iterations": 150, "seconds_in_all": 60.0}))
+    timing = {"overrides": bench.recorded_as(pilot_overrides), "experts": experts, "distill": 62.0}
+    (pilot / fmnist.TIMING_FILE).write_text(json.dumps(timing))
+    started_from = []
+
+    def distilled(cfg):  # a run that resumes from what its folder holds and runs 70 s more
+        out = Path(cfg.paths.distill)
+        started_from.append((out / "checkpoint.pt").read_bytes() if (out / "checkpoint.pt").is_file() else None)
+        (out / "grid.png").write_bytes(b"png")
+        before = 60.0 if started_from[-1] else 0.0
+        (out / "summary.json").write_text(json.dumps({"seconds_in_all": before + 70.0}))
+        return out
+
+    monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: None)
+    seconds, _ = bench.run("datm_ipc10", (10, "datm", window, 100.0), first=False)
+    assert started_from == [b"state at 150"] and seconds == pytest.approx(70.0)  # charged its second half
+    assert fmnist.continued_pilot(bench.work / "datm_ipc10") == pilot.name
+    # another lr_img, an ablation's name (another run key) or IPC 50 (no pilots): a run from the start
+    bench.run("datm_ipc10_lr1000", (10, "datm", window, 1000.0), first=False)
+    bench.run("late_ipc10", (10, "late-only", window, 100.0), first=False)
+    seconds, _ = bench.run("datm_ipc50", (50, "datm", window, 100.0), first=False)
+    assert started_from[1:] == [None, None, None] and seconds == pytest.approx(70.0)
+    assert fmnist.continued_pilot(bench.work / "late_ipc10") is None
+    # a pilot that the skip limit stopped, or one made from other experts, is no first half either
+    (pilot / "summary.json").write_text(json.dumps({"iterations": 120, "stopped_early": "skipped"}))
+    run_overrides = [*fmnist.run_overrides(10, "datm", window, 100.0, 300, 75), "distill.method=datm"]
+    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, experts) is None
+    (pilot / "summary.json").write_text(json.dumps({"iterations": 150, "seconds_in_all": 60.0}))
+    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, experts) == pilot
+    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, "convnet_other") is None
 
 
 def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():

@@ -90,6 +90,7 @@ class Distiller:
         self.last_eval = -1
         self.best: dict = {"score": -math.inf, "iteration": -1}
         self.best_set: dict[str, torch.Tensor] | None = None
+        self.checks: list[tuple[int, float]] = []  # every recorded score: (iteration, score), in order
 
     def next_expert(self) -> int:
         """The next expert of a shuffled pass over the buffer; a new shuffle once all were used."""
@@ -195,7 +196,9 @@ class Distiller:
         }
 
     def record_score(self, score: float) -> bool:
-        """Keep the current set as the best if `score` beats the best so far; returns whether it did."""
+        """Add `score` to `checks` and keep the current set as the best if it beats the best so far;
+        returns whether it did."""
+        self.checks.append((self.iteration, float(score)))
         if score > self.best["score"]:
             self.best = {"score": float(score), "iteration": self.iteration}
             self.best_set = self.current_set()
@@ -220,6 +223,7 @@ class Distiller:
             "consecutive_skips": self.consecutive_skips,
             "last_eval": self.last_eval,
             "best": dict(self.best),
+            "checks": [[i, s] for i, s in self.checks],
             "best_set": {k: cpu(v) for k, v in self.best_set.items()} if self.best_set else None,
         }
 
@@ -240,6 +244,7 @@ class Distiller:
         self.consecutive_skips = int(state["consecutive_skips"])
         self.last_eval = int(state["last_eval"])
         self.best = dict(state["best"])
+        self.checks = [(int(i), float(s)) for i, s in state.get("checks", [])]  # absent before checks were kept
         self.best_set = {k: v.to(self.device) for k, v in state["best_set"].items()} if state["best_set"] else None
 
 

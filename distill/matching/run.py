@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -82,6 +82,7 @@ class DistillResult:
     initial_label_accuracy: float | None
     seconds: float  # this session's, in the loop
     seconds_before: float = 0.0  # earlier sessions', up to the checkpoint this one resumed from
+    checks: list[tuple[int, float]] = field(default_factory=list)  # every selection check: (iteration, score)
 
 
 def initial_set(
@@ -169,7 +170,8 @@ def distill_set(
         images, logits = images.to(device), logits.to(device)
         log(f"initialised {len(images)} images ({settings.pix_init}); label argmax accuracy {label_acc:.3f}")
     else:
-        images, logits, label_acc = state["images"].to(device), state["label_logits"].to(device), None
+        images, logits = state["images"].to(device), state["label_logits"].to(device)
+        label_acc = state.get("initial_label_accuracy")  # absent in checkpoints from before it was kept
     distiller = Distiller(
         settings,
         experts,
@@ -224,7 +226,11 @@ def distill_set(
     def save(dist: Distiller) -> None:
         if ckpt is not None and shard.rank == 0:
             # the loop's seconds so far, all sessions: what a resumed run's outputs report it cost
-            state = {**dist.state_dict(), "seconds": before + time.perf_counter() - started}
+            state = {
+                **dist.state_dict(),
+                "seconds": before + time.perf_counter() - started,
+                "initial_label_accuracy": label_acc,
+            }
             save_checkpoint(ckpt, state, key, identity)
 
     started, stopped = time.perf_counter(), None
@@ -255,6 +261,7 @@ def distill_set(
         initial_label_accuracy=label_acc,
         seconds=time.perf_counter() - started,
         seconds_before=before,
+        checks=list(distiller.checks),
     )
 
 
@@ -305,6 +312,7 @@ def write_run_outputs(
             "iterations": result.iterations,
             "skipped_updates": result.skipped,
             "best": result.best,
+            "checks": [{"iteration": i, "score": s} for i, s in result.checks],
             "selection": result.selection,
             "final_syn_lr": float(result.last["lr"]),
             "initial_label_accuracy": result.initial_label_accuracy,

@@ -68,3 +68,24 @@ def test_every_registered_model_has_a_config_that_builds(name):
     size = {"convnet_d4": 64, "convnet_d5": 128, "lenet": 28}.get(name, 32)
     net = cfg.model.build(3, 10, size, seed=0)
     assert net(torch.zeros(2, 3, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 32, 32), (2, 5, 7, 9), (4, 6, 3, 2)])
+def test_matrix_average_pooling_is_avgpool2d_with_its_first_and_second_derivatives(shape):
+    from torch.func import vmap
+
+    from distill.models.layers import AvgPool2x2
+
+    pool, reference = AvgPool2x2(), torch.nn.AvgPool2d(2, 2)
+    assert isinstance(build_model("convnet", 1, 10, 28, seed=0, width=4).features[3], AvgPool2x2)  # ConvNet's pool
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(pool(x), reference(x), atol=1e-14, rtol=0)
+    g = torch.randn_like(reference(x))
+    (ours,) = torch.autograd.grad(pool(x), x, g, create_graph=True)
+    (theirs,) = torch.autograd.grad(reference(x), x, g, create_graph=True)
+    assert torch.allclose(ours, theirs, atol=1e-14, rtol=0)
+    assert torch.autograd.gradgradcheck(pool, (x[:1, :2],))
+    assert torch.allclose(vmap(pool)(x.detach()), reference(x.detach()), atol=1e-14, rtol=0)  # stacked nets
+    assert torch.allclose(torch.compile(pool, backend="eager")(x.detach()), reference(x.detach()), atol=1e-14, rtol=0)
+    with pytest.raises(RuntimeError, match="too small"):  # a map too small to pool fails as AvgPool2d's does
+        pool(torch.randn(1, 2, 1, 4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distill.errors import DistillError
@@ -34,9 +36,32 @@ def make_activation(kind: str) -> nn.Module:
 def make_pool(kind: str) -> nn.Module:
     """avgpooling / maxpooling (2x2, stride 2) or none."""
     if kind == "avgpooling":
-        return nn.AvgPool2d(2, 2)
+        return AvgPool2x2()
     if kind == "maxpooling":
         return nn.MaxPool2d(2, 2)
     if kind == "none":
         return nn.Identity()
     raise DistillError(f"unknown pooling '{kind}': use avgpooling, maxpooling or none")
+
+
+class AvgPool2x2(nn.Module):
+    """2x2 average pooling with stride 2, the maths of `nn.AvgPool2d(2, 2)` (odd sizes floored): x [..., H, W]
+    -> [..., H // 2, W // 2].
+
+    Eager, it averages column pairs with one matrix product and then adds row pairs. On CPU that is
+    several times faster than ATen's NCHW pooling kernel, forward and backward. That kernel was a
+    quarter of a ConvNet-16 training step on 28x28 images. Both steps are linear maps that autograd
+    differentiates twice with cheap ops, which the unrolled gradient engines rely on. Under
+    `torch.compile` and off the CPU, ATen's pooling is kept: the compiler generates its own kernel
+    (the matrix product measured slower there), and GPU pooling kernels are not the bottleneck.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() or x.device.type != "cpu" or min(x.shape[-2:]) < 2:  # < 2: ATen's error
+            return F.avg_pool2d(x, 2, 2)
+        rows, cols = x.shape[-2] // 2, x.shape[-1] // 2
+        pairs = torch.zeros(x.shape[-1], cols, dtype=x.dtype, device=x.device)
+        pairs[2 * torch.arange(cols), torch.arange(cols)] = 0.5
+        pairs[2 * torch.arange(cols) + 1, torch.arange(cols)] = 0.5
+        half = torch.matmul(x[..., : 2 * rows, :], pairs)  # [..., 2 * rows, cols]: column pairs averaged
+        return half.unflatten(-2, (rows, 2)).sum(-2) * 0.5

@@ -60,8 +60,6 @@ class AvgPool2x2(nn.Module):
         if torch.compiler.is_compiling() or x.device.type != "cpu" or min(x.shape[-2:]) < 2:  # < 2: ATen's error
             return F.avg_pool2d(x, 2, 2)
         rows, cols = x.shape[-2] // 2, x.shape[-1] // 2
-        pairs = torch.zeros(x.shape[-1], cols, dtype=x.dtype, device=x.device)
-        pairs[2 * torch.arange(cols), torch.arange(cols)] = 0.5
-        pairs[2 * torch.arange(cols) + 1, torch.arange(cols)] = 0.5
-        half = torch.matmul(x[..., : 2 * rows, :], pairs)  # [..., 2 * rows, cols]: column pairs averaged
+        pairs = torch.eye(cols, dtype=x.dtype, device=x.device).repeat_interleave(2, dim=0) * 0.5  # [2 * cols, cols]
+        half = torch.matmul(x[..., : 2 * rows, : 2 * cols], pairs)  # [..., 2 * rows, cols]: column pairs averaged
         return half.unflatten(-2, (rows, 2)).sum(-2) * 0.5

@@ -89,3 +89,39 @@ def test_matrix_average_pooling_is_avgpool2d_with_its_first_and_second_derivativ
     assert torch.allclose(torch.compile(pool, backend="eager")(x.detach()), reference(x.detach()), atol=1e-14, rtol=0)
     with pytest.raises(RuntimeError, match="too small"):  # a map too small to pool fails as AvgPool2d's does
         pool(torch.randn(1, 2, 1, 4))
+
+
+@pytest.mark.parametrize("channels, padding", [(1, (3, 3)), (1, (1, 2)), (2, (0, 1))])
+def test_convolution_by_taps_is_conv2d_with_its_first_and_second_derivatives(channels, padding):
+    import torch.nn.functional as F
+
+    from distill.models.layers import conv2d_by_taps
+
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, channels, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    ours, theirs = conv2d_by_taps(x, w, b, padding), F.conv2d(x, w, b, padding=padding)
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-13, rtol=0)
+    assert torch.allclose(conv2d_by_taps(x, w, None, padding), F.conv2d(x, w, padding=padding), atol=1e-13, rtol=0)
+    g = torch.randn_like(theirs)
+    for a, c in zip(torch.autograd.grad(ours, (x, w, b), g), torch.autograd.grad(theirs, (x, w, b), g)):
+        assert torch.allclose(a, c, atol=1e-12, rtol=0)
+    # the unrolled engines differentiate the inner gradient again: second derivatives too
+    assert torch.autograd.gradgradcheck(lambda x, w, b: conv2d_by_taps(x, w, b, padding), (x, w, b))
+
+
+def test_convnets_first_layer_on_one_channel_images_runs_by_taps_only_when_compiled_on_cpu(monkeypatch):
+    import distill.models.layers as layers
+
+    model = build_model("convnet", 1, 10, 28, seed=0, width=4, dtype=torch.float64)
+    first = model.features[0]
+    assert isinstance(first, layers.OneChannelConv2d) and first.padding == (3, 3)  # the reference's 28 -> 32
+    assert type(build_model("convnet", 3, 10, 32, seed=0, width=4).features[0]) is torch.nn.Conv2d
+    calls, by_taps = [], layers.conv2d_by_taps
+    monkeypatch.setattr(layers, "conv2d_by_taps", lambda *args: calls.append(1) or by_taps(*args))
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    eager = model(x)
+    assert not calls  # eagerly: ATen's convolution
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+    assert calls and torch.allclose(compiled, eager, atol=1e-12, rtol=0)

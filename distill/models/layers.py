@@ -88,8 +88,8 @@ class OneChannelConv2d(nn.Conv2d):
     convolution are slow for a single input channel with ConvNet's 3-pixel padding: its first layer's
     backward was a quarter of the compiled gradient engine's time at width 16 on 28x28 images. Compiled,
     the stacking of shifted copies fuses into one kernel and the product is one GEMM: the compiled engine
-    ran 1.2-1.3x faster at width 16 and 1.17x at width 128. Eagerly, ATen is faster, so it is kept there
-    and off the CPU."""
+    ran 1.3-1.4x faster at width 16, and no faster at width 128 (`scripts/bench_layers.py first-conv`).
+    Eagerly, ATen is faster, so it is kept there and off the CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1

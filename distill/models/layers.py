@@ -65,7 +65,9 @@ class AvgPool2x2(nn.Module):
         return half.unflatten(-2, (rows, 2)).sum(-2) * 0.5
 
 
-def conv2d_by_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):
+def conv2d_by_taps(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]
+) -> torch.Tensor:
     """`F.conv2d(x, weight, bias, padding=padding)` (stride 1, no dilation, one group) written as one matrix
     product: x [B, C, H, W], weight [O, C, kh, kw], bias [O] or None -> [B, O, H + 2 ph - kh + 1, ...], laid
     out channels-last. The kh * kw shifted copies of the zero-padded image are stacked into [B, Ho * Wo,
@@ -92,7 +94,7 @@ class OneChannelConv2d(nn.Conv2d):
     Eagerly, ATen is faster, so it is kept there and off the CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
-        if plain and self.padding_mode == "zeros" and torch.compiler.is_compiling() and x.device.type == "cpu":
+        unstrided = self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+        if unstrided and self.padding_mode == "zeros" and torch.compiler.is_compiling() and x.device.type == "cpu":
             return conv2d_by_taps(x, self.weight, self.bias, self.padding)
         return super().forward(x)

@@ -177,6 +177,8 @@ def _separable(n_per_class=30, classes=3):
 def test_import_refuses_an_expert_whose_class_order_differs(tmp_path):
     from distill.buffers.legacy import check_expert_classifies
 
+    # a fixed init: about one in eight random inits of this 5-unit MLP leaves a class unlearnt (dead units)
+    torch.manual_seed(0)
     flat, signature = _signature()
     images, labels = _separable()
     opt = torch.optim.Adam(flat.module.parameters(), lr=0.05)
@@ -186,6 +188,8 @@ def test_import_refuses_an_expert_whose_class_order_differs(tmp_path):
         torch.nn.functional.cross_entropy(flat.module(images), labels).backward()
         opt.step()
     trained = [p.detach().clone() for p in flat.module.parameters()]
+    with torch.no_grad():
+        assert torch.equal(flat.module(images).argmax(1), labels)
     torch.save([[start, trained]], tmp_path / "replay_buffer_0.pt")
 
     def check(params, source):

@@ -75,7 +75,9 @@ class EvalConfig:
     artifact: str | None = None  # a distilled.safetensors or its run folder; None = baselines only
     baselines: list[str] = field(default_factory=lambda: ["random", "full"])
     label_modes: list[str] = field(default_factory=lambda: ["soft", "hard"])
-    architectures: list[str] = field(default_factory=lambda: ["convnet"])
+    # a model name (the config's `model` with its options when it is model.name, else that model's defaults)
+    # or {name: ..., option: value, ...}, e.g. [convnet, {name: convnet, width: 128}]: one more network
+    architectures: list[Any] = field(default_factory=lambda: ["convnet"])
     runs: int = 5
     parallel: int = 1  # repeats of one set trained at once in one vmapped pass (same results; for GPUs: slower on CPU)
     ipc: int | None = None  # IPC of the random baseline; None = distill.ipc (an artifact's own IPC wins)
@@ -89,6 +91,9 @@ class EvalConfig:
         checks.integer(self, "ipc", 1, nullable=True)
         if not self.architectures:
             checks.fail(self, "architectures", "must name at least one model")
+        for entry in self.architectures:
+            if not (isinstance(entry, str) or (isinstance(entry, dict) and isinstance(entry.get("name"), str))):
+                checks.fail(self, "architectures", "takes model names or {name: ..., option: value} mappings")
         for name, allowed in (("label_modes", ("soft", "hard")), ("baselines", ("random", "full"))):
             bad = [v for v in getattr(self, name) if v not in allowed]
             if bad:

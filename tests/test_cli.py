@@ -129,6 +129,7 @@ def test_an_unknown_override_key_is_one_line(tmp_path):
     "override,message",
     [
         ("eval.architectures=convnet", "config: eval.architectures must be a list, e.g. eval.architectures=[convnet]"),
+        ("eval.architectures=[{width:128}]", "config: eval.architectures takes model names or {name: ..., option: "),
         ("dataset.zca=maybe", "config: dataset.zca must be true or false (got 'maybe')"),
         ("model=resnet99", "no model 'resnet99': choose one of alexnet, convnet"),
     ],

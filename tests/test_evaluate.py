@@ -128,6 +128,48 @@ def test_evaluation_job_writes_records_and_table(artifact, tmp_path):
     assert "| 2 | convnet (width 8, depth 2) | datm |" in table
 
 
+def test_architecture_entries_name_the_set_model_its_defaults_or_an_exact_network():
+    from distill.evaluate.run import architecture_specs
+    from distill.models import ModelSpec
+
+    own = ModelSpec("convnet", {"width": 16, "depth": 3})
+    wide = ModelSpec("convnet", {"width": 128})
+    specs = architecture_specs(["convnet", wide, "lenet", ModelSpec("convnet", {"width": 16, "depth": 3})], own)
+    assert specs == {"convnet": own, "convnet(width=128)": wide, "lenet": ModelSpec("lenet")}
+    assert architecture_specs([ModelSpec("convnet")], own) == {"convnet()": ModelSpec("convnet")}
+
+
+def test_a_set_is_also_evaluated_on_a_network_with_other_options(artifact, tmp_path, monkeypatch):
+    from distill.models import ModelSpec
+
+    built, original = [], ModelSpec.build
+
+    def build(self, *args, **kwargs):
+        built.append(dict(self.options))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelSpec, "build", build)
+    records = run_evaluate(
+        make_config(
+            tmp_path,
+            f"eval.artifact={artifact}",
+            "eval.architectures=[convnet,{name:convnet,width:4,depth:1}]",
+            "eval.baselines=[random]",
+            "eval.label_modes=[soft]",
+            "eval.runs=1",
+        )
+    )
+    options = sorted((r["set"], r["architecture"], json.dumps(r["model_options"], sort_keys=True)) for r in records)
+    own = json.dumps(load_artifact(artifact)[2]["model_options"], sort_keys=True)
+    assert options == sorted(
+        [(kind, "convnet", narrow) for kind in ("distilled", "random") for narrow in ('{"depth": 1, "width": 4}', own)]
+    )
+    assert built.count({"width": 4, "depth": 1}) == 2 and len(built) == 4
+    table = (tmp_path / "results" / "digits.md").read_text()
+    assert "| 2 | convnet (width 4, depth 1) | datm |" in table and "| 2 | convnet (width 8, depth 2) | datm |" in table
+    assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 4
+
+
 def test_bad_artifacts_are_refused(artifact, tmp_path):
     synthetic, pre, meta = load_artifact(artifact)
     meta.pop("sha256")

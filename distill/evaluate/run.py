@@ -48,6 +48,26 @@ def plan_runs(
     return plan
 
 
+def architecture_specs(architectures: Sequence[str | ModelSpec], model: ModelSpec) -> dict[str, ModelSpec]:
+    """The networks to evaluate on, by the label their runs and log lines carry, in the given order.
+
+    A name is the distillation `model`, options included, when it is `model.name`, otherwise that model with
+    its builder's defaults; a ModelSpec is exactly that network (e.g. ModelSpec("convnet", {"width": 128})
+    to test a width-16 set on the published ConvNet), labelled `name(key=value, ...)` unless it is `model`.
+    """
+    specs: dict[str, ModelSpec] = {}
+    for entry in architectures:
+        if isinstance(entry, str):
+            label, spec = entry, (model if entry == model.name else ModelSpec(entry))
+        elif entry == model:
+            label, spec = model.name, model
+        else:
+            options = ", ".join(f"{k}={v}" for k, v in sorted(entry.options.items()))
+            label, spec = f"{entry.name}({options})", entry
+        specs.setdefault(label, spec)
+    return specs
+
+
 def check_set_matches(meta: dict, fingerprint: dict, source: str) -> None:
     """Refuse a set distilled from another dataset, resolution or class count than `fingerprint`'s."""
     theirs = meta.get("dataset_fingerprint", {})
@@ -65,7 +85,7 @@ def _run_inputs(
     synthetic: dict | None,
     protocol: Protocol,
     ipc: int | None,
-    model: ModelSpec,
+    specs: dict[str, ModelSpec],
     full_epochs: int,
     seed: int,
 ):
@@ -81,9 +101,7 @@ def _run_inputs(
     else:
         images, targets, lr = data.train_images, data.train_labels, protocol.baseline_lr
         epochs = full_epochs
-    # the distillation architecture keeps its options (width, depth...); others use their defaults
-    spec = model if run.architecture == model.name else ModelSpec(run.architecture)
-    net = spec.build(
+    net = specs[run.architecture].build(
         data.channels,
         data.num_classes,
         data.resolution,
@@ -100,13 +118,13 @@ def _train_runs(
     synthetic: dict | None,
     protocol: Protocol,
     ipc: int | None,
-    model: ModelSpec,
+    specs: dict[str, ModelSpec],
     full_epochs: int,
     seed: int,
 ) -> list[tuple[float, float, int]]:
     """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time, or
     several at once in one vmapped pass; returns (test accuracy, lr used, seed) per run."""
-    inputs = [_run_inputs(run, data, synthetic, protocol, ipc, model, full_epochs, seed) for run in runs]
+    inputs = [_run_inputs(run, data, synthetic, protocol, ipc, specs, full_epochs, seed) for run in runs]
     if len(inputs) == 1:
         net, images, targets, lr, run_seed, epochs = inputs[0]
         return [
@@ -139,7 +157,7 @@ def evaluate(
     *,
     protocol: Protocol = Protocol(),
     model: ModelSpec = ModelSpec(),
-    architectures: Sequence[str] | None = None,
+    architectures: Sequence[str | ModelSpec] | None = None,
     runs: int = 5,
     seed: int = 0,
     baselines: Sequence[str] = ("random", "full"),
@@ -157,8 +175,9 @@ def evaluate(
     same-size random real subset, `full`: the whole training split, `full_epochs` epochs), all under
     `protocol`, and test them on `data`'s test split.
 
-    `model` is the distillation architecture with its options (other `architectures` use their
-    defaults; None = just `model.name`); `ipc` sizes the random subset (default: the set's). Under
+    `model` is the distillation architecture with its options; `architectures` are names (`model.name`
+    is `model`, others their defaults) or ModelSpecs with options of their own (`architecture_specs`;
+    None = just `model`); `ipc` sizes the random subset (default: the set's). Under
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
     trains up to that many repeats of one set at once in one vmapped pass. Returns one record
     (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
@@ -171,9 +190,9 @@ def evaluate(
         raise DistillError(f"evaluate: runs must be an integer >= 1 (got {runs!r})")
     if not isinstance(parallel, int) or parallel < 1:
         raise DistillError(f"evaluate: parallel must be an integer >= 1 (got {parallel!r})")
-    architectures = list(architectures or [model.name])
+    specs = architecture_specs(architectures or [model.name], model)
     soft = bool((meta or {}).get("soft_labels", synthetic is not None))
-    plan = plan_runs(synthetic is not None, soft, label_modes, architectures, runs, baselines)
+    plan = plan_runs(synthetic is not None, soft, label_modes, list(specs), runs, baselines)
     if synthetic is not None:
         device, dtype = data.test_images.device, data.test_images.dtype
         synthetic = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in synthetic.items()}
@@ -181,7 +200,7 @@ def evaluate(
     mine = [i for i in range(len(plan)) if i % rank.world == rank.rank]
     for group in _batches(mine, plan, parallel):
         started = time.perf_counter()
-        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, model, full_epochs, seed)
+        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed)
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
             run = plan[index]
@@ -195,15 +214,15 @@ def evaluate(
     for index, run in enumerate(plan):
         groups.setdefault((run.set_kind, run.labels, run.architecture), []).append(results[index])
     records = []
-    for (kind, labels, arch), done in groups.items():
-        options = dict(model.options) if arch == model.name else {}
+    for (kind, labels, label), done in groups.items():
+        spec = specs[label]
         record = make_record(
             dataset=data.fingerprint["dataset"],
             set_kind=kind,
             method=method if kind == "distilled" else kind,
             ipc=None if kind == "full" else ipc,
             labels=labels,
-            architecture=arch,
+            architecture=spec.name,
             protocol={
                 **protocol.to_json(),
                 "labels": labels,
@@ -215,7 +234,7 @@ def evaluate(
             seconds=sum(r[3] for r in done),
             artifact_sha256=(meta or {}).get("sha256") if kind == "distilled" else None,
             extra={
-                "model_options": options,
+                "model_options": dict(spec.options),
                 "selection": (meta or {}).get("selection") if kind == "distilled" else None,
                 "preprocess": data.fingerprint["preprocess"],
             },

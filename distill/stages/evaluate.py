@@ -43,7 +43,7 @@ def run_evaluate(cfg: Config) -> list[dict]:
             raise DistillError(
                 f"{exc}: set dataset={meta['dataset_fingerprint'].get('dataset')} or pick the matching artifact"
             ) from None
-    architectures = [model.name if a == cfg.model.name else a for a in e.architectures]
+    architectures = [_architecture(entry, cfg.model.name, model) for entry in e.architectures]
     records = evaluate(
         data,
         synthetic,
@@ -73,6 +73,15 @@ def run_evaluate(cfg: Config) -> list[dict]:
             )
         update_tables(cfg, data.fingerprint["dataset"])
     return records
+
+
+def _architecture(entry: str | dict, config_model: str, model: ModelSpec) -> str | ModelSpec:
+    """An `eval.architectures` entry for `evaluate`: the config's model name stands for the set's own `model`
+    (options included), another name for that model's defaults, a {name, **options} dict for that network."""
+    if isinstance(entry, str):
+        return model.name if entry == config_model else entry
+    options = dict(entry)
+    return ModelSpec(options.pop("name"), options)
 
 
 def _official(folder: str, data) -> tuple[dict, dict]:

@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import subprocess
@@ -168,6 +169,71 @@ def test_a_set_is_also_evaluated_on_a_network_with_other_options(artifact, tmp_p
     table = (tmp_path / "results" / "digits.md").read_text()
     assert "| 2 | convnet (width 4, depth 1) | datm |" in table and "| 2 | convnet (width 8, depth 2) | datm |" in table
     assert len(list((tmp_path / "results" / "records").glob("*.json"))) == 4
+
+
+def test_an_interrupted_evaluation_resumes_with_the_runs_it_had_finished(tmp_path):
+    from distill.data.prepare import prepare_data
+    from distill.evaluate.run import evaluate
+    from distill.models import ModelSpec
+
+    data = prepare_data("digits")
+    common = dict(
+        model=ModelSpec("convnet", {"width": 8, "depth": 1}), runs=3, baselines=["random"], ipc=2, label_modes=["hard"]
+    )
+    protocol = Protocol(epochs=15)
+    reference = evaluate(data, protocol=protocol, log=lambda line: None, **common)[0]
+
+    class Killed(Exception):
+        pass
+
+    def killed_after(runs):
+        lines = []
+
+        def log(line):
+            lines.append(line)
+            if len(lines) == runs:
+                raise Killed
+
+        return log
+
+    folder = tmp_path / "unfinished"
+    with pytest.raises(Killed):
+        evaluate(data, protocol=protocol, log=killed_after(2), resume_folder=folder, **common)
+    assert len(list(folder.glob("*.json"))) == 2
+    lines = []
+    resumed = evaluate(data, protocol=protocol, log=lines.append, resume_folder=folder, **common)[0]
+    assert sum("finished before" in line for line in lines) == 2 and len(lines) == 3
+    assert resumed["accuracies"] == reference["accuracies"] and resumed["seeds"] == reference["seeds"]
+    assert list(folder.glob("*.json")) == []
+    # a stored run is only taken by a call that would train it the same way
+    with pytest.raises(Killed):
+        evaluate(data, protocol=protocol, log=killed_after(2), resume_folder=folder, **common)
+    lines.clear()
+    evaluate(data, protocol=Protocol(epochs=16), log=lines.append, resume_folder=folder, **common)
+    assert len(lines) == 3 and not any("finished before" in line for line in lines)
+
+
+def test_the_evaluation_job_keeps_finished_runs_until_its_records_are_written(artifact, tmp_path, monkeypatch):
+    run_module = importlib.import_module("distill.evaluate.run")  # `distill.evaluate` is also the function
+
+    train, calls = run_module._train_runs, []
+
+    def train_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    config = make_config(tmp_path, f"eval.artifact={artifact}", "eval.baselines=[random]", "eval.label_modes=[soft]")
+    monkeypatch.setattr(run_module, "_train_runs", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(config)
+    unfinished = tmp_path / "results" / "unfinished_evaluation"
+    assert len(list(unfinished.glob("*.json"))) == 2 and not (tmp_path / "results" / "records").exists()
+    calls.clear()
+    records = run_evaluate(config)
+    assert len(calls) == 2 and sorted(len(r["accuracies"]) for r in records) == [2, 2]
+    assert not unfinished.exists()
 
 
 def test_bad_artifacts_are_refused(artifact, tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,6 +14,7 @@ from distill.errors import DistillError
 from distill.evaluate.baselines import random_subset
 from distill.evaluate.protocol import Protocol
 from distill.evaluate.records import make_record
+from distill.evaluate.resume import FinishedRuns, set_digest
 from distill.evaluate.train import set_targets, train_and_test, train_and_test_stacked
 from distill.models.registry import ModelSpec
 from distill.parallel import Rank, gather_objects
@@ -169,6 +171,7 @@ def evaluate(
     rank: Rank = Rank(),
     log: Callable[[str], None] = print,
     parallel: int = 1,
+    resume_folder: str | Path | None = None,
 ) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
@@ -179,7 +182,9 @@ def evaluate(
     is `model`, others their defaults) or ModelSpecs with options of their own (`architecture_specs`;
     None = just `model`); `ipc` sizes the random subset (default: the set's). Under
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
-    trains up to that many repeats of one set at once in one vmapped pass. Returns one record
+    trains up to that many repeats of one set at once in one vmapped pass. With `resume_folder` each
+    finished run is kept there until the records are made, so that the same call after an interruption
+    trains only the runs that had not finished (`FinishedRuns`). Returns one record
     (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
     """
     if synthetic is not None:
@@ -196,19 +201,43 @@ def evaluate(
     if synthetic is not None:
         device, dtype = data.test_images.device, data.test_images.dtype
         synthetic = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in synthetic.items()}
+    finished = FinishedRuns(
+        None if resume_folder is None else Path(resume_folder),
+        {
+            "data": data.fingerprint,
+            "set": set_digest(synthetic),
+            "protocol": protocol.to_json(),
+            "ipc": ipc,
+            "full_epochs": full_epochs,
+            "seed": seed,
+        },
+    )
+
+    def described(run: EvalRun) -> dict:
+        spec = specs[run.architecture]
+        return {**asdict(run), "model": spec.name, "options": dict(spec.options)}
+
+    def report(run: EvalRun, accuracy: float, seconds: float, note: str = "") -> None:
+        log(
+            f"{run.set_kind:9s} {run.labels:4s} {run.architecture:10s} run {run.run}: acc {accuracy:.4f} "
+            f"({seconds:.1f} s{note})"
+        )
+
     results = {}
     mine = [i for i in range(len(plan)) if i % rank.world == rank.rank]
-    for group in _batches(mine, plan, parallel):
+    for index in mine:
+        stored = finished.get(described(plan[index]))
+        if stored is not None:
+            results[index] = stored
+            report(plan[index], stored[0], stored[3], ", finished before")
+    for group in _batches([i for i in mine if i not in results], plan, parallel):
         started = time.perf_counter()
         done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed)
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
-            run = plan[index]
             results[index] = (accuracy, lr, run_seed, seconds)
-            log(
-                f"{run.set_kind:9s} {run.labels:4s} {run.architecture:10s} run {run.run}: acc {accuracy:.4f} "
-                f"({seconds:.1f} s)"
-            )
+            finished.put(described(plan[index]), results[index])
+            report(plan[index], accuracy, seconds)
     results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
     groups: dict = {}
     for index, run in enumerate(plan):
@@ -240,4 +269,5 @@ def evaluate(
             },
         )
         records.append(record)
+    finished.forget([described(plan[i]) for i in mine])
     return records

@@ -106,7 +106,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_tensor(tensor: torch.Tensor) -> str:
     """Hex sha256 of a tensor's dtype, shape and bytes (CPU, contiguous)."""
     digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(tensor.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

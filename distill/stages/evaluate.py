@@ -60,6 +60,8 @@ def run_evaluate(cfg: Config) -> list[dict]:
         meta=meta,
         rank=ctx.rank,
         parallel=e.parallel,
+        # an interrupted evaluation resumes: its finished runs wait here until the records are written
+        resume_folder=Path(cfg.paths.results) / "unfinished_evaluation",
     )
     if ctx.rank.is_main:
         folder = Path(cfg.paths.results) / "records"

@@ -979,3 +979,18 @@ def test_recheck_repeats_the_runs_own_check_and_reports_fresh_ones(tiny_buffer, 
     fresh = sum(row["best"]) / 2
     assert line.startswith(f"| datm_ipc2 | 2 | {recorded['score']:.3f} ({recorded['iteration']}) | {fresh:.3f} ± ")
     assert f"| {recorded['score'] - fresh:+.3f} |" in line
+
+
+def test_the_convnet128_evaluation_refuses_a_folder_without_the_benchmark_sets(tmp_path):
+    import subprocess
+
+    (tmp_path / "datm_ipc1").mkdir()
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "evaluate_on_convnet128.sh"), str(tmp_path), "datm_ipc1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no {tmp_path}/datm_ipc1/distilled.safetensors: run the benchmark first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["datm_ipc1"]

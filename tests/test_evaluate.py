@@ -213,6 +213,29 @@ def test_an_interrupted_evaluation_resumes_with_the_runs_it_had_finished(tmp_pat
     assert len(lines) == 3 and not any("finished before" in line for line in lines)
 
 
+def test_evaluation_progress_counts_every_training_pass_once(tmp_path):
+    from distill.data.prepare import prepare_data
+    from distill.evaluate.run import evaluate
+    from distill.models import ModelSpec
+
+    data = prepare_data("digits")
+    common = dict(
+        model=ModelSpec("convnet", {"width": 4, "depth": 1}),
+        runs=2,
+        baselines=["random", "full"],
+        ipc=1,
+        label_modes=["hard"],
+        full_epochs=1,
+        protocol=Protocol(epochs=3),
+        log=lambda line: None,
+    )
+    total = 2 * (3 + 1) + 2 * (1 + 1)  # two random-subset runs of 3 + 1 passes, two full-set runs of 1 + 1
+    for parallel, step in ((1, 1), (2, 2)):
+        seen = []
+        evaluate(data, parallel=parallel, on_progress=lambda done, of: seen.append((done, of)), **common)
+        assert seen == [(done, total) for done in range(step, total + 1, step)]
+
+
 def test_the_evaluation_job_keeps_finished_runs_until_its_records_are_written(artifact, tmp_path, monkeypatch):
     run_module = importlib.import_module("distill.evaluate.run")  # `distill.evaluate` is also the function
 

@@ -123,6 +123,7 @@ def _train_runs(
     specs: dict[str, ModelSpec],
     full_epochs: int,
     seed: int,
+    on_pass: Callable[[], None] | None = None,
 ) -> list[tuple[float, float, int]]:
     """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time, or
     several at once in one vmapped pass; returns (test accuracy, lr used, seed) per run."""
@@ -132,7 +133,7 @@ def _train_runs(
         return [
             (
                 train_and_test(
-                    net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs
+                    net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs, on_pass
                 ),
                 lr,
                 run_seed,
@@ -140,7 +141,7 @@ def _train_runs(
         ]
     nets, images, targets, lrs, seeds, epochs = (list(column) for column in zip(*inputs))
     accuracies = train_and_test_stacked(
-        nets, images, targets, data.test_images, data.test_labels, protocol, lrs[0], seeds, epochs[0]
+        nets, images, targets, data.test_images, data.test_labels, protocol, lrs[0], seeds, epochs[0], on_pass
     )
     return list(zip(accuracies, lrs, seeds))
 
@@ -172,6 +173,7 @@ def evaluate(
     log: Callable[[str], None] = print,
     parallel: int = 1,
     resume_folder: str | Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
@@ -184,7 +186,8 @@ def evaluate(
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
     trains up to that many repeats of one set at once in one vmapped pass. With `resume_folder` each
     finished run is kept there until the records are made, so that the same call after an interruption
-    trains only the runs that had not finished (`FinishedRuns`). Returns one record
+    trains only the runs that had not finished (`FinishedRuns`). `on_progress(done, total)` follows this
+    rank's training passes (epochs + 1 per run; a run finished before counts as done). Returns one record
     (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
     """
     if synthetic is not None:
@@ -230,9 +233,22 @@ def evaluate(
         if stored is not None:
             results[index] = stored
             report(plan[index], stored[0], stored[3], ", finished before")
+    passes = {i: (full_epochs if plan[i].set_kind == "full" else protocol.epochs) + 1 for i in mine}
+    passed = sum(passes[i] for i in results)
+
+    def one_pass_of(group: list[int]) -> Callable[[], None] | None:
+        def tick() -> None:
+            nonlocal passed
+            passed += len(group)
+            on_progress(passed, sum(passes.values()))
+
+        return None if on_progress is None else tick
+
     for group in _batches([i for i in mine if i not in results], plan, parallel):
         started = time.perf_counter()
-        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed)
+        done = _train_runs(
+            [plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, one_pass_of(group)
+        )
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
             results[index] = (accuracy, lr, run_seed, seconds)

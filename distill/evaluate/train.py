@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,12 +34,14 @@ def train_on_set(
     lr: float,
     generator: torch.Generator,
     epochs: int | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> float:
     """Train `model` in place on images [N, C, H, W] with targets (probabilities [N, K] or classes [N]).
 
     SGD(lr, momentum, weight decay) for epochs + 1 passes (as the reference); after pass
     epochs // 2 + 1 the lr drops x0.1 and the optimiser is re-created (momentum reset). DSA on every
-    batch. All randomness from `generator`. Returns the last pass's mean training loss.
+    batch. All randomness from `generator`; `on_pass()` after each pass (progress). Returns the last
+    pass's mean training loss.
     """
     epochs = protocol.epochs if epochs is None else epochs
     n = len(images)
@@ -64,6 +68,8 @@ def train_on_set(
             loss.backward()
             optimizer.step()
             last_loss += loss.detach() * len(batch)
+        if on_pass is not None:
+            on_pass()
     return float(last_loss) / n
 
 
@@ -77,10 +83,11 @@ def train_and_test(
     lr: float,
     seed: int,
     epochs: int | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> float:
     """Train `model` on the set (see `train_on_set`) with randomness from `seed`; return test accuracy."""
     generator = torch.Generator().manual_seed(seed)
-    train_on_set(model, images, targets, protocol, lr, generator, epochs)
+    train_on_set(model, images, targets, protocol, lr, generator, epochs, on_pass)
     return accuracy(model, test_images, test_labels)
 
 
@@ -94,10 +101,12 @@ def train_and_test_stacked(
     lr: float,
     seeds: list[int],
     epochs: int | None = None,
+    on_pass: Callable[[], None] | None = None,
 ) -> list[float]:
     """`train_and_test` for several models at once (one architecture; model k trains on images[k],
     targets[k] with randomness from seeds[k]) in one vmapped pass per minibatch; returns their test
-    accuracies, equal to separate `train_and_test` calls up to float round-off."""
+    accuracies, equal to separate `train_and_test` calls up to float round-off. `on_pass()` after each
+    pass of all models together."""
     epochs = protocol.epochs if epochs is None else epochs
     stack = Stack(models)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -112,4 +121,6 @@ def train_and_test_stacked(
         if epoch == decay_epoch(epochs) + 1:
             optimizer = sgd(lr_at_epoch(epoch, lr, epochs))
         stacked_epoch(stack, optimizer, images, targets, protocol.batch_size, generators, protocol.augmentation)
+        if on_pass is not None:
+            on_pass()
     return stacked_accuracies(stack, test_images, test_labels)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tqdm import tqdm
+
 from distill.config import Config
 from distill.data.preprocess import Preprocessor
 from distill.errors import DistillError
@@ -44,6 +46,13 @@ def run_evaluate(cfg: Config) -> list[dict]:
                 f"{exc}: set dataset={meta['dataset_fingerprint'].get('dataset')} or pick the matching artifact"
             ) from None
     architectures = [_architecture(entry, cfg.model.name, model) for entry in e.architectures]
+    # training passes (epochs) of this rank's runs, with rate and ETA
+    bar = tqdm(desc="evaluate", unit="epoch", disable=not (cfg.progress and ctx.rank.is_main))
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
     records = evaluate(
         data,
         synthetic,
@@ -62,7 +71,10 @@ def run_evaluate(cfg: Config) -> list[dict]:
         parallel=e.parallel,
         # an interrupted evaluation resumes: its finished runs wait here until the records are written
         resume_folder=Path(cfg.paths.results) / "unfinished_evaluation",
+        on_progress=progress,
+        log=tqdm.write,
     )
+    bar.close()
     if ctx.rank.is_main:
         folder = Path(cfg.paths.results) / "records"
         for record in records:

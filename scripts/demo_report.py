@@ -32,7 +32,7 @@ def demo_report(setup_seconds: float, pipeline_timings: dict[str, float], overri
     lines = [
         "# Digits demo: the README's first command, timed",
         "",
-        f"Command: `bash scripts/demo.sh {' '.join(overrides)}`".rstrip() + "  ",
+        f"Command: `{' '.join(['bash scripts/demo.sh', *overrides])}`  ",
         f"Commit: {git_commit()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}, "
         f"Python {platform.python_version()}  ",

@@ -344,7 +344,9 @@ def test_demo_report_adds_install_time_and_judges_the_budget():
     assert (
         "| install (scripts/setup.sh) | 120 |" in fast and "| total | 420 |" in fast and "within the 10-minute" in fast
     )
-    assert "**over** the 10-minute" in demo_report(400.0, pipeline, ["logger=wandb"])
+    assert "Command: `bash scripts/demo.sh`  \n" in fast
+    slow = demo_report(400.0, pipeline, ["logger=wandb"])
+    assert "**over** the 10-minute" in slow and "Command: `bash scripts/demo.sh logger=wandb`  \n" in slow
 
 
 def _record(set_kind, method, ipc, labels, mean, finished, arch="convnet"):

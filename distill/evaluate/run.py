@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -234,21 +235,17 @@ def evaluate(
             results[index] = stored
             report(plan[index], stored[0], stored[3], ", finished before")
     passes = {i: (full_epochs if plan[i].set_kind == "full" else protocol.epochs) + 1 for i in mine}
-    passed = sum(passes[i] for i in results)
+    passed, total = sum(passes[i] for i in results), sum(passes.values())
 
-    def one_pass_of(group: list[int]) -> Callable[[], None] | None:
-        def tick() -> None:
-            nonlocal passed
-            passed += len(group)
-            on_progress(passed, sum(passes.values()))
-
-        return None if on_progress is None else tick
+    def tick(runs: int) -> None:
+        nonlocal passed
+        passed += runs
+        on_progress(passed, total)
 
     for group in _batches([i for i in mine if i not in results], plan, parallel):
         started = time.perf_counter()
-        done = _train_runs(
-            [plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, one_pass_of(group)
-        )
+        on_pass = None if on_progress is None else functools.partial(tick, len(group))
+        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, on_pass)
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
             results[index] = (accuracy, lr, run_seed, seconds)

@@ -8,7 +8,8 @@
 #   RUNS_DIR: the benchmark's run folders (runs/<dataset>_benchmark after scripts/reproduce_fashion_mnist.py)
 #   SETS: run names (default: datm_ipc1 mtt_ipc1 datm_ipc10 mtt_ipc10); the first set of each IPC also
 #   evaluates the random subset. Records and the table go to $RESULTS (default runs/results_convnet128).
-#   Nothing resumes: re-running evaluates again and replaces those records.
+#   An interrupted set resumes with the runs it had finished (distill-eval's own resume); a set that
+#   finished is evaluated again, replacing its records.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:?give the runs folder of the benchmark, e.g. runs/fashion_mnist_benchmark}

@@ -584,8 +584,7 @@ class Benchmark:
             full_epochs=step_scaled(cfg.eval.full_epochs, self.train_images) if first else cfg.eval.full_epochs,
         )
         started = time.perf_counter()
-        run_evaluate(dataclasses.replace(cfg, eval=evaluation))
-        evaluated = time.perf_counter() - started
+        evaluated = evaluate_seconds(run_evaluate(dataclasses.replace(cfg, eval=evaluation)), started)
         timing = {"overrides": self.recorded_as(overrides), "experts": experts, "distill": distilled}
         if before is not None:
             timing["continues"] = before["pilot"]
@@ -686,12 +685,13 @@ class Benchmark:
             modes = ["hard"] if kind == "mtt" else ["soft"]
             evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=modes)
             started = time.perf_counter()
-            records = {r["set"]: r for r in run_evaluate(dataclasses.replace(cfg, eval=evaluation))}
+            written = run_evaluate(dataclasses.replace(cfg, eval=evaluation))
+            records = {r["set"]: r for r in written}
             recorded = {
                 "overrides": self.recorded_as(overrides),
                 "experts": made_from,
                 "distill": distilled,
-                "evaluate": time.perf_counter() - started,
+                "evaluate": evaluate_seconds(written, started),
                 **{
                     "test" if kind == "distilled" else f"{kind}_test": [r["mean"], r["std"], r["runs"]]
                     for kind, r in records.items()
@@ -732,6 +732,13 @@ def distill_seconds(folder: Path, elapsed: float, charged_before: float = 0.0) -
     except (OSError, ValueError, AttributeError):
         in_all = 0.0
     return max(elapsed, float(in_all or 0.0) - charged_before)
+
+
+def evaluate_seconds(records: list[dict], started: float) -> float:
+    """An evaluation's cost: this invocation's seconds since `started` (a perf_counter reading) plus the
+    training seconds of the runs that an interrupted invocation finished before it (`resumed_seconds`
+    of its records), which this one took from disk instead of training them again."""
+    return time.perf_counter() - started + sum(r.get("resumed_seconds", 0.0) for r in records)
 
 
 def run_facts(folder: Path) -> dict:

@@ -200,10 +200,15 @@ def test_an_interrupted_evaluation_resumes_with_the_runs_it_had_finished(tmp_pat
     with pytest.raises(Killed):
         evaluate(data, protocol=protocol, log=killed_after(2), resume_folder=folder, **common)
     assert len(list(folder.glob("*.json"))) == 2
+    kept_seconds = sum(json.loads(path.read_text())["seconds"] for path in folder.glob("*.json"))
     lines = []
     resumed = evaluate(data, protocol=protocol, log=lines.append, resume_folder=folder, **common)[0]
     assert sum("finished before" in line for line in lines) == 2 and len(lines) == 3
     assert resumed["accuracies"] == reference["accuracies"] and resumed["seeds"] == reference["seeds"]
+    # the record says which part of its seconds the interrupted call spent
+    assert reference["resumed_seconds"] == 0.0
+    assert resumed["resumed_seconds"] == pytest.approx(kept_seconds, abs=0.01) and kept_seconds > 0
+    assert resumed["wall_seconds"] > resumed["resumed_seconds"]
     assert list(folder.glob("*.json")) == []
     # a stored run is only taken by a call that would train it the same way
     with pytest.raises(Killed):

@@ -303,7 +303,7 @@ def test_the_run_at_a_pilots_lr_goes_on_from_the_pilots_checkpoint(tmp_path, mon
         return out
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
-    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: None)
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [])
     seconds, _ = bench.run("datm_ipc10", (10, "datm", window, 100.0), first=False)
     assert started_from == [b"state at 150"] and seconds == pytest.approx(70.0)  # charged its second half
     assert fmnist.continued_pilot(bench.work / "datm_ipc10") == pilot.name
@@ -608,10 +608,17 @@ def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(firs
         return out
 
     evaluated = []
+
+    def evaluate(cfg):  # records of an evaluation resumed after an interruption: 50 s of runs were trained before
+        evaluated.append(cfg)
+        return [{"set": "distilled", "resumed_seconds": 50.0}, {"set": "random", "resumed_seconds": 0.0}]
+
     monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
-    monkeypatch.setattr(fmnist, "run_evaluate", evaluated.append)
+    monkeypatch.setattr(fmnist, "run_evaluate", evaluate)
     bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=first)
     (cfg,) = evaluated
+    # the stage is charged the runs the interrupted invocation finished, beside this one's seconds
+    assert 50.0 <= json.loads((bench.work / "datm_ipc1" / fmnist.TIMING_FILE).read_text())["evaluate"] < 60.0
     assert cfg.eval.baselines == (["random", "full"] if first else ["random"])
     assert cfg.eval.full_epochs == (286 if first else 20)
     assert cfg.distill.expert_epochs == 29

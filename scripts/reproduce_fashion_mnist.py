@@ -772,16 +772,22 @@ def run_facts(folder: Path) -> dict:
     return {"best": summary["best"], "skipped": summary["skipped_updates"]}
 
 
+def override_of(overrides: list[str], key: str) -> str | None:
+    """The value the last of a run's overrides gives `key` ("distill.syn_steps"; None when none does)."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    return values[-1] if values else None
+
+
 def syn_steps_of(overrides: list[str], default: int) -> int:
     """The student steps N a run's overrides set (`default` when they leave it)."""
-    values = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.syn_steps=")]
-    return int(values[-1]) if values else default
+    value = override_of(overrides, "distill.syn_steps")
+    return default if value is None else int(value)
 
 
 def batch_of(overrides: list[str]) -> int | None:
     """The synthetic images per student step a run's overrides set (None: all of them, the preset's)."""
-    values = [o.split("=", 1)[1] for o in overrides if o.startswith("distill.batch_syn=")]
-    return None if not values or values[-1] == "null" else int(values[-1])
+    value = override_of(overrides, "distill.batch_syn")
+    return None if value in (None, "null") else int(value)
 
 
 def continued_pilot(folder: Path) -> str | None:

@@ -86,6 +86,20 @@ def test_lr_is_chosen_by_validation_score_and_ties_go_to_the_smaller():
     assert fmnist.choose_lr({10.0: 0.7, 100.0: 0.7}) == 10.0
 
 
+def test_a_lead_within_one_standard_error_goes_to_the_smaller_lr():
+    assert fmnist.standard_error(0.94, 500) == pytest.approx(0.01062, abs=1e-5)
+    # MNIST-5k's MTT IPC 10 pilots: 1000 led 10 by 0.002 on 500 images, one standard error is 0.011
+    mnist_5k = {10.0: 0.938, 100.0: 0.928, 1000.0: 0.94}
+    assert fmnist.choose_lr(mnist_5k) == 1000.0
+    assert fmnist.choose_lr(mnist_5k, validation_images=500) == 10.0
+    # 100 is 0.012 behind, just outside one standard error: on its own against 1000, 1000 keeps its lead
+    assert fmnist.choose_lr({100.0: 0.928, 1000.0: 0.94}, validation_images=500) == 1000.0
+    # the same lead on a split 100x as large is resolved
+    assert fmnist.choose_lr(mnist_5k, validation_images=50_000) == 1000.0
+    # a larger lr within the tolerance never beats a smaller one that is best
+    assert fmnist.choose_lr({10.0: 0.70, 100.0: 0.71, 1000.0: 0.705}, validation_images=1000) == 10.0
+
+
 def test_benchmark_covers_the_issue_grid():
     specs = fmnist.run_specs(CHOICES)
     assert {(ipc, m) for ipc, m, _, _ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
@@ -209,6 +223,7 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     bench.work = tmp_path
     (tmp_path / "choices.json").write_text(json.dumps({"lr_img": {}, "pilot_iterations": {"1": 60, "10": 60}}))
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
+    monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     pilots = []
 
     def fake_pilot(out, overrides):
@@ -218,6 +233,7 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     monkeypatch.setattr(bench, "pilot", fake_pilot)
     chosen = bench.choices(tmp_path)
     assert chosen["pilot_iterations"] == {"1": 200, "10": 150} and chosen["lr_img"]["datm"] == {"1": 100.0, "10": 100.0}
+    assert chosen["validation_images"] == 1000  # 0.5 against 0.4 is outside one standard error (0.016) of 1000
     assert chosen["pilot_best_iteration"]["mtt"]["10"] == {"10": 50, "100": 50, "1000": 50}
     assert "datm_ipc10_lr100_it150" in {name for name, _ in pilots}
     assert all(
@@ -526,6 +542,7 @@ def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(
         json.dumps({"rule": fmnist.CHOICES_RULE, "pilot_iterations": {"1": 200, "10": 150}, "lr_img": {}})
     )
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
+    monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     monkeypatch.setattr(longer, "pilot", lambda out, o: (0.5, 50, 1.0))
     assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
     assert (tmp_path / "choices.superseded-1.json").is_file()
@@ -563,6 +580,7 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
 
     # choices made from other experts (named, or before they were named: another number of epochs)
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1] + [0.8] * 10)
+    monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     monkeypatch.setattr(bench, "pilot", lambda out, o: (0.5, 50, 1.0))
     experts = tmp_path / ours
     for stored in ({"experts": "convnet_other"}, {"validation_accuracy_per_epoch": [0.1] + [0.8] * 5}):

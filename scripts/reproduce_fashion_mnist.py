@@ -35,9 +35,9 @@ How every setting is chosen (never on the test split):
   iterations at N = 20, gave DATM lr_img 1000, which IPC 50 takes too: there the run peaked at iteration
   50 (validation 0.825 against 0.849 at 100) and tested 83.4 %, below MTT's 84.9 %.
 - N at IPC 10: DATM's own 80 for both methods, each step on a minibatch of 25 of the 100 images, so that
-  an iteration passes as many images through the student as N = 20 on all of them (2,000). At width 16 a
-  step costs mostly its per-call overhead, not its images (a step on 25 images took nearly what one on
-  100 takes), so 80 small steps cost 1.1-1.2x 20 full ones in the benchmark's runs, not 4x. Adopted
+  an iteration passes as many images through the student as N = 20 on all of them (2,000). A step's time
+  is proportional to its images (scripts/bench_minibatch.py), so 80 small steps cost 1.1-1.2x 20 full ones
+  in the benchmark's runs, not the 4x of N = 80 on all images. Adopted
   after the budget study measured it against N = 20 on all images, on the validation split (DATM 0.814
   against 0.798, MTT 0.813 against 0.773; test accuracy 81.5 against 79.7 %, 81.8 against 78.9 %; the
   study's file renamed results/fashion_mnist_budget_minibatch.md), disclosed here. The same change at
@@ -216,10 +216,10 @@ BUDGET_VARIANTS = {
         for run in ("datm_ipc10", "mtt_ipc10", "datm_ipc1", "mtt_ipc1", "datm_ipc50", "mtt_ipc50")
         for seed in (1, 2)
     },
-    # added after the seeds above had run, before these ran: the profile showed a step on 25 images costing
-    # nearly what one on 100 costs at width 16 (per-call overhead), so DATM's own N = 80 at IPC 10 and 50
-    # on minibatches of 25 images passes as many images through the student per iteration as the
-    # benchmark's N = 20 (100 each) for a fraction of what N = 80 on all images costs; MTT beside each.
+    # added after the seeds above had run, before these ran: a step's time is proportional to its images,
+    # so DATM's own N = 80 at IPC 10 and 50 on minibatches of 25 images passes as many images through the
+    # student per iteration as the benchmark's N = 20 (100 each) for about its cost, a fraction of what
+    # N = 80 on all images costs; MTT beside each.
     # (Since the benchmark adopted it at IPC 10, the IPC 10 pair is the other side: N = 20 on all images.)
     **{f"{method}_ipc50_n80_b25": (f"{method}_ipc50", {"syn_steps": 80, "batch_syn": 25}) for method in METHODS},
     **{f"{method}_ipc10_n20_b100": (f"{method}_ipc10", {"syn_steps": 20, "batch_syn": 100}) for method in METHODS},

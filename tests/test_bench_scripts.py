@@ -223,3 +223,20 @@ def test_speed_bound_refuses_a_folder_that_is_no_checkout(tmp_path, capsys):
     assert bound.main(["--reference-dir", str(tmp_path), "--out", str(tmp_path / "b.md")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--reference-dir" in err and not (tmp_path / "b.md").exists()
+
+
+def test_minibatch_cost_measures_each_case_and_reports_per_step_and_per_image():
+    import bench_minibatch
+
+    cases = ((2, 8), (4, 4))
+    results = bench_minibatch.measure(cases, rounds=2, width=4, images=8, size=8, compile=False)
+    assert set(results) == set(cases)
+    for r in results.values():
+        assert r["seconds"] > 0 and 0 < r["program_share"] < 1
+    text = bench_minibatch.report(results, rounds=2, seconds=1.0)
+    rows = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 4 |")]
+    assert len(rows) == 2
+    steps, batch, seconds, per_step, per_image = rows[0].strip("|").split("|")[:5]
+    assert (int(steps), int(batch)) == (2, 8)
+    assert float(per_step) == pytest.approx(1000 * float(seconds) / 2, rel=0.05, abs=0.06)
+    assert float(per_image) == pytest.approx(1e6 * results[(2, 8)]["seconds"] / 16, abs=1)

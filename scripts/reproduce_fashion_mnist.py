@@ -37,13 +37,13 @@ How every setting is chosen (never on the test split):
 - N at IPC 10: DATM's own 80 for both methods, each step on a minibatch of 25 of the 100 images, so that
   an iteration passes as many images through the student as N = 20 on all of them (2,000). A step's time
   is proportional to its images (scripts/bench_minibatch.py), so 80 small steps cost 1.1-1.2x 20 full ones
-  in the benchmark's runs, not the 4x of N = 80 on all images. Adopted
-  after the budget study measured it against N = 20 on all images, on the validation split (DATM 0.814
-  against 0.798, MTT 0.813 against 0.773; test accuracy 81.5 against 79.7 %, 81.8 against 78.9 %; the
-  study's file renamed results/fashion_mnist_budget_minibatch.md), disclosed here. The same change at
-  IPC 50 (N = 80 on 25 of 500 images) did not help either method on validation (DATM 0.843 against
-  0.844, with 69 skipped updates; MTT 0.847 against 0.857), so IPC 50 keeps N = 20 on 100. The IPC 10
-  pilots at the new N chose lr_img 100 for both methods on Fashion-MNIST, as at N = 20.
+  in the benchmark's runs, not the 4x of N = 80 on all images. Adopted after the budget study measured it
+  against N = 20 on all images, on the validation split (DATM 0.814 against 0.798, MTT 0.813 against
+  0.773; test accuracy 81.5 against 79.7 %, 81.8 against 78.9 %; the study's file renamed
+  results/fashion_mnist_budget_minibatch.md), disclosed here. The same change at IPC 50 (N = 80 on 25 of
+  500 images) did not help either method on validation (DATM 0.843 against 0.844, with 69 skipped updates;
+  MTT 0.847 against 0.857), so IPC 50 keeps N = 20 on 100. The IPC 10 pilots at the new N chose lr_img 100
+  for both methods on Fashion-MNIST, as at N = 20.
 - Training on real data is sized in SGD steps, for 50,000 training images: on a smaller training split
   the experts' epochs, the matching span M and the full-set baseline's epochs grow until they take at
   least the steps of 30 / 2 / 20 epochs over 50,000 images (`step_scaled`; MNIST-5k's 3,500 training
@@ -65,24 +65,23 @@ How every setting is chosen (never on the test split):
   at most E - M + 1). An earlier version drew t from all of [0, E - M + 1) at every IPC, which MTT's
   paper never does: with MNIST-5k's 143 expert epochs its IPC 1 run matched mostly the late trajectory
   and ended at 52.3 % test accuracy, below the random subset's 61.4 %, a straw-man baseline.
-- lr_img, per method: pilot runs at IPC 1 and at IPC 10 with lr_img in {10, 100, 1000}, each half as
-  long as that IPC's run (200 / 150 iterations); the smallest lr_img whose set scores within one
-  standard error of the best pilot's on the validation split (one 150-epoch training; the binomial
-  standard error sqrt(p (1 - p) / n) of the best score p on the n validation images) is used at that
-  IPC, and IPC 10's also at IPC 50. Until CHOICES_RULE 8 the best score won outright, however small its
-  lead: on MNIST-5k's 500 validation images MTT's IPC 10 pilots gave 0.940 at lr_img 1000 against 0.938
-  at 10 (one standard error is 0.011), and the run at 1000 tested 89.3 %, below the random subset's
-  90.8 %, while IPC 50 at 1000 never improved on its initial images. Adopted after seeing that test
-  result, for every method and dataset at once, and disclosed here; a lead within one standard error is
-  a difference the validation split cannot resolve, and the smaller lr_img keeps the set nearer its
-  real initial images. Pilots of 60 iterations, an
-  earlier version of this rule, favoured fast starts: they picked 1000 for DATM at IPC 10, whose full
-  run then peaked at iteration 75 (validation 0.778) and skipped 40 updates, while the whole run at 100
-  reached 0.796 on validation, and at IPC 50 0.845 against 0.821 (`--budget-study`). With the longer
-  pilots the DATM IPC 10 pilot at 100 ended collapsed (0.356, 25 skipped updates), so DATM kept 1000 on
-  Fashion-MNIST; MTT, in its own windows, got 100 at IPC 1 and 10. Since pilots are prefixes of their
-  runs (below), DATM gets 100 at IPC 10 on Fashion-MNIST (0.781 against 0.778 at 1000) and its run no
-  longer peaks early.
+- lr_img, per method: pilot runs at IPC 1 and at IPC 10 with lr_img in {10, 100, 1000}, each half as long
+  as that IPC's run (200 / 150 iterations); the smallest lr_img whose set scores within one standard error
+  of the best pilot's on the validation split (one 150-epoch training; the binomial standard error
+  sqrt(p (1 - p) / n) of the best score p on the n validation images) is used at that IPC, and IPC 10's also at
+  IPC 50. Until CHOICES_RULE 8 the best score won outright, however small its lead: on MNIST-5k's 500
+  validation images MTT's IPC 10 pilots gave 0.940 at lr_img 1000 against 0.938 at 10 (one standard error
+  is 0.011), and the run at 1000 tested 89.3 %, below the random subset's 90.8 %, while IPC 50 at 1000
+  never improved on its initial images. Adopted after seeing that test result, for every method and
+  dataset at once, and disclosed here; a lead within one standard error is a difference the validation
+  split cannot resolve, and the smaller lr_img keeps the set nearer its real initial images. Pilots of 60
+  iterations, an earlier version of this rule, favoured fast starts: they picked 1000 for DATM at IPC 10,
+  whose full run then peaked at iteration 75 (validation 0.778) and skipped 40 updates, while the whole
+  run at 100 reached 0.796 on validation, and at IPC 50 0.845 against 0.821 (`--budget-study`). With the
+  longer pilots the DATM IPC 10 pilot at 100 ended collapsed (0.356, 25 skipped updates), so DATM kept
+  1000 on Fashion-MNIST; MTT, in its own windows, got 100 at IPC 1 and 10. Since pilots are prefixes of
+  their runs (below), DATM gets 100 at IPC 10 on Fashion-MNIST (0.781 against 0.778 at 1000) and its run
+  no longer peaks early.
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
   starts from is a candidate, as in the official code's default) and every quarter of the run. An lr
   pilot is the first half of the run it stands for: the same settings (window growth included) and

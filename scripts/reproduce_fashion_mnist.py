@@ -279,7 +279,7 @@ def training_split_size(dataset: str, extra: list[str]) -> int:
 
     cfg = load_config(["experiment=benchmark_cpu", f"dataset={dataset}", *extra])
     data = load_dataset(dataset, cfg.dataset.root)
-    return len(data.train_labels) - cfg.dataset.val_per_class * data.num_classes
+    return len(data.train_labels) - validation_size(cfg, data)
 
 
 def pilot_iterations(ipc: int) -> int:
@@ -344,11 +344,13 @@ def choose_lr(scores: dict[float, float], validation_images: int | None = None) 
     return min(lr for lr, score in scores.items() if score >= best - tolerance - 1e-12)
 
 
-def validation_size(cfg) -> int:
-    """How many validation images the benchmark carves from `cfg.dataset`'s training split."""
+def validation_size(cfg, data=None) -> int:
+    """How many validation images the benchmark carves from `cfg.dataset`'s training split (`data`: that
+    dataset already loaded; None: loaded here)."""
     from distill.data import load_dataset
 
-    return load_dataset(cfg.dataset.name, cfg.dataset.root).num_classes * cfg.dataset.val_per_class
+    data = data if data is not None else load_dataset(cfg.dataset.name, cfg.dataset.root)
+    return data.num_classes * cfg.dataset.val_per_class
 
 
 def run_overrides(

@@ -226,9 +226,6 @@ BUDGET_VARIANTS = {
     # of the gap to the full set against the published DSA (36 % against 56 %), and its 200 iterations are
     # a budget cut (DATM's CIFAR-10 IPC 50 config runs thousands): the same run four times as long
     "datm_ipc50_it800": ("datm_ipc50", {"iterations": 800}),
-    # added after datm_ipc50_it800 had run, before this ran: what width 32 buys at IPC 50 (it was measured at
-    # IPC 1 and 10 only), from the width-32 experts of the variants above
-    "datm_ipc50_w32": ("datm_ipc50", {"width": 32}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
 VARIANT_SETTINGS = ("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)

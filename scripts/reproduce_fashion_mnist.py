@@ -226,9 +226,16 @@ BUDGET_VARIANTS = {
     # of the gap to the full set against the published DSA (36 % against 56 %), and its 200 iterations are
     # a budget cut (DATM's CIFAR-10 IPC 50 config runs thousands): the same run four times as long
     "datm_ipc50_it800": ("datm_ipc50", {"iterations": 800}),
+    # added after datm_ipc50_it800 had run, before this ran: the benchmark's IPC 50 window is the late part of
+    # the trajectory, [P/2, E - M + 1), while DATM's own CIFAR-10 IPC 50 config grows [0, 20) to [0, 40) of
+    # 50 epochs by a fifth of its run: that shape, as shares of the experts' epochs
+    "datm_ipc50_grow": ("datm_ipc50", {"window_shares": (0.0, 0.4, 0.8, 5)}),
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
-VARIANT_SETTINGS = ("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", *EXPERT_SETTINGS)
+VARIANT_SETTINGS = (
+    *("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", "window_shares"),
+    *EXPERT_SETTINGS,
+)
 
 
 def plateau_epoch(accuracy: list[float], share: float = 0.95) -> int:
@@ -253,6 +260,14 @@ def windows(plateau: int, epochs: int, expert_epochs: int) -> dict[str, tuple[in
         "early-only": (0, early, early, 1),
         "late-only": (plateau, top, top, 1),
     }
+
+
+def shared_window(shares: tuple, epochs: int, expert_epochs: int) -> tuple[int, int, int, int]:
+    """A window (T-, T, T+, E_fraction) as `windows` gives it, from `shares` (T-, T and T+ as shares of the
+    experts' `epochs`, E_fraction as is): rounded to epochs, 1 <= T <= T+ <= epochs - expert_epochs + 1."""
+    low, first, high, fraction = shares
+    top = min(epochs - expert_epochs + 1, max(1, round(high * epochs)))
+    return round(low * epochs), min(top, max(1, round(first * epochs))), top, fraction
 
 
 def step_scaled(epochs: int, train_images: int | None) -> int:
@@ -720,6 +735,9 @@ class Benchmark:
         experts = self.own_experts(changes)
         if experts is not None:
             window = tuple(experts["windows"][f"{kind}_ipc{ipc}"])
+        if "window_shares" in changes:
+            cfg = self.config(experts["overrides"] if experts is not None else [])
+            window = shared_window(changes["window_shares"], cfg.buffers.epochs, cfg.distill.expert_epochs)
         # a changed setting replaces the benchmark run's own (SYN_STEPS) rather than repeat it
         changed = {f"distill.{key}": changes[key] for key in ("syn_steps", "batch_syn", "lr_lr") if key in changes}
         run = run_overrides(ipc, kind, window, lr, iterations, iterations // 4)

@@ -692,6 +692,28 @@ def test_budget_variants_change_only_their_settings_and_keep_records_apart(name,
     assert bench.variant(name, spec, changes)["test"] == [0.7, 0.01, 3]
 
 
+def test_a_window_given_as_shares_is_rounded_to_epochs_within_the_usable_starts(tmp_path, monkeypatch):
+    # DATM's CIFAR-10 IPC 50 window, [0, 20) growing to [0, 40) of 50 epochs by a fifth of the run
+    assert fmnist.shared_window((0.0, 0.4, 0.8, 5), 50, 2) == (0, 20, 40, 5)
+    assert fmnist.shared_window((0.0, 0.4, 0.8, 5), 30, 2) == (0, 12, 24, 5)
+    assert fmnist.shared_window((0.0, 0.4, 0.8, 5), 10, 8) == (0, 3, 3, 5)  # never past E - M + 1
+    assert fmnist.shared_window((0.0, 0.01, 0.02, 1), 10, 2) == (0, 1, 1, 1)  # never empty
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_grow"]
+    seen = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 50, 0))
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
+    row = bench.variant("datm_ipc50_grow", fmnist.run_specs(CHOICES)[base], changes)
+    (cfg,) = seen
+    epochs = bench.config([]).buffers.epochs
+    expected = fmnist.shared_window(changes["window_shares"], epochs, cfg.distill.expert_epochs)
+    assert row["window"] == list(expected) and expected[0] == 0 < expected[1] < expected[2]
+    distill = cfg.distill
+    assert (distill.min_start_epoch, distill.current_max_start_epoch, distill.max_start_epoch) == expected[:3]
+    assert distill.sequential_generation and distill.expansion_end_iteration == fmnist.ITERATIONS[50] // 5
+
+
 def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
     def row(seed, test, best):
         return {"seed": seed, "test": [test, 0.01, 3], "best": {"score": best, "iteration": 75}}

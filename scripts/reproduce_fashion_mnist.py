@@ -482,10 +482,13 @@ def same_set_as(specs: dict[str, tuple]) -> dict[str, str]:
 
 
 def window_text(window: tuple) -> str:
+    """A window (T-, T, T+, E_fraction) in words: fixed, or growing from [T-, T) to [T-, T+) by 1 / E_fraction
+    of the run."""
     low, first_high, high, fraction = window
     if first_high >= high:
         return f"[{low}, {high})"
-    return f"[{low}, {first_high} -> {high}) by {'half' if fraction == 2 else 'the end'} of the run"
+    by = {1: "the end", 2: "half"}.get(fraction, f"1/{fraction}")
+    return f"[{low}, {first_high} -> {high}) by {by} of the run"
 
 
 class Benchmark:

@@ -709,6 +709,8 @@ def test_a_window_given_as_shares_is_rounded_to_epochs_within_the_usable_starts(
     epochs = bench.config([]).buffers.epochs
     expected = fmnist.shared_window(changes["window_shares"], epochs, cfg.distill.expert_epochs)
     assert row["window"] == list(expected) and expected[0] == 0 < expected[1] < expected[2]
+    assert fmnist.window_text(expected) == f"[0, {expected[1]} -> {expected[2]}) by 1/5 of the run"
+    assert fmnist.window_text((0, 5, 10, 2)).endswith("by half of the run")
     distill = cfg.distill
     assert (distill.min_start_epoch, distill.current_max_start_epoch, distill.max_start_epoch) == expected[:3]
     assert distill.sequential_generation and distill.expansion_end_iteration == fmnist.ITERATIONS[50] // 5

@@ -28,6 +28,20 @@ def finished_run(cfg, iteration: int, skipped: int) -> Path:
     return out
 
 
+def fake_variant(name: str, tmp_path, monkeypatch, iteration: int) -> tuple:
+    """Run the budget variant `name` with a fake distill stage (its best set at `iteration`) and a fake
+    evaluation (0.8); returns (the benchmark, the config the distill stage got, the variant's row)."""
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS[name]
+    seen = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, iteration, 0))
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
+    row = bench.variant(name, fmnist.run_specs(CHOICES)[base], changes)
+    (cfg,) = seen
+    return bench, cfg, row
+
+
 def test_table_rows_keeps_tables_and_separates_them():
     text = "# title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n|---|\n"
     assert table_rows(text) == "| a | b |\n|---|---|\n| 1 | 2 |\n\n| c |\n|---|\n"
@@ -698,14 +712,8 @@ def test_a_window_given_as_shares_is_rounded_to_epochs_within_the_usable_starts(
     assert fmnist.shared_window((0.0, 0.4, 0.8, 5), 30, 2) == (0, 12, 24, 5)
     assert fmnist.shared_window((0.0, 0.4, 0.8, 5), 10, 8) == (0, 3, 3, 5)  # never past E - M + 1
     assert fmnist.shared_window((0.0, 0.01, 0.02, 1), 10, 2) == (0, 1, 1, 1)  # never empty
-    bench = fmnist.Benchmark("fashion_mnist", [])
-    bench.work = tmp_path
-    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_grow"]
-    seen = []
-    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 50, 0))
-    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
-    row = bench.variant("datm_ipc50_grow", fmnist.run_specs(CHOICES)[base], changes)
-    (cfg,) = seen
+    bench, cfg, row = fake_variant("datm_ipc50_grow", tmp_path, monkeypatch, iteration=50)
+    changes = fmnist.BUDGET_VARIANTS["datm_ipc50_grow"][1]
     epochs = bench.config([]).buffers.epochs
     expected = fmnist.shared_window(changes["window_shares"], epochs, cfg.distill.expert_epochs)
     assert row["window"] == list(expected) and expected[0] == 0 < expected[1] < expected[2]
@@ -735,14 +743,7 @@ def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
 
 
 def test_a_seed_variant_reads_the_benchmarks_experts_with_its_own_seed(tmp_path, monkeypatch):
-    bench = fmnist.Benchmark("fashion_mnist", [])
-    bench.work = tmp_path
-    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc10_seed2"]
-    seen = []
-    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
-    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
-    row = bench.variant("mtt_ipc10_seed2", fmnist.run_specs(CHOICES)[base], changes)
-    (cfg,) = seen
+    bench, cfg, row = fake_variant("mtt_ipc10_seed2", tmp_path, monkeypatch, iteration=75)
     benchmark = bench.config([])
     assert cfg.seed == 2 == row["seed"] and benchmark.seed == 0
     # the seed is part of the experts' folder name: without the pinned path it would train new experts

@@ -114,6 +114,9 @@ class Config:
     device: str = "auto"  # auto = this rank's GPU when CUDA exists, else the CPU
     dtype: str = "float32"
     progress: bool = True  # tqdm progress bars
+    # experts, evaluation networks and validation checks trained through torch.compile: the same training to
+    # float round-off, ~2x faster at batch 256 on a CPU, after ~10-25 s of compiling per batch shape
+    compile_training: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     model: ModelSpec = field(default_factory=ModelSpec)

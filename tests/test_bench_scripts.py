@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -240,3 +241,13 @@ def test_minibatch_cost_measures_each_case_and_reports_per_step_and_per_image():
     assert (int(steps), int(batch)) == (2, 8)
     assert float(per_step) == pytest.approx(1000 * float(seconds) / 2, rel=0.05, abs=0.06)
     assert float(per_image) == pytest.approx(1e6 * results[(2, 8)]["seconds"] / 16, abs=1)
+
+
+def test_throughput_compares_compiled_training_with_eager_per_case():
+    import bench_throughput
+
+    images, labels = torch.randn(16, 1, 12, 12), torch.arange(16) % 4
+    rows = bench_throughput.compiled_case("tiny", images, labels, 8, 2, 2, (8,), 3, batch=8)
+    assert [row[0] for row in rows] == ["tiny: expert training, batch 8", "tiny: evaluation training on 8 images"]
+    for _, eager, compiled, warm in rows:
+        assert eager > 0 and compiled > 0 and warm > 0

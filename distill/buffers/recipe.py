@@ -13,6 +13,7 @@ from torch import nn
 from distill import checks
 from distill.buffers.gsam import gsam_gradients
 from distill.data.augment import DEFAULT_STRATEGY, dsa, parse_strategy
+from distill.models.compiled import TrainingForward
 from distill.models.flat import FlatModel
 from distill.stacked import Stack, stacked_accuracies, stacked_epoch
 
@@ -82,14 +83,17 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk
 
 def train_expert(model: nn.Module, recipe: ExpertRecipe, train_images: torch.Tensor, train_labels: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, generator: torch.Generator,
-                 on_epoch: Callable[[int, float, float], None] | None = None) -> Trajectory:
+                 on_epoch: Callable[[int, float, float], None] | None = None, compiled: bool = False) -> Trajectory:
     """Train `model` in place for `recipe.epochs` epochs; return its trajectory.
 
     Images are model-input tensors [N, C, H, W] already on the model's device; all shuffling and
     augmentation randomness comes from `generator` (CPU), so the result depends only on its seed.
     `on_epoch(epoch, train_loss, test_accuracy)` is called after each epoch (for progress bars).
+    `compiled=True` runs the network through torch.compile (`TrainingForward`: the same trajectory to
+    float round-off).
     """
     flat = FlatModel(model)
+    network = TrainingForward(model, compiled)
     snapshots = [flat.flatten().cpu()]
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
@@ -104,15 +108,20 @@ def train_expert(model: nn.Module, recipe: ExpertRecipe, train_images: torch.Ten
             batch = order[start:start + recipe.batch_size]
             x, y = train_images[batch], train_labels[batch]
             x = dsa(x, generator, recipe.augmentation)
-            if recipe.gsam.enabled:
-                grads, loss = gsam_gradients(params, lambda: F.cross_entropy(model(x), y), recipe.gsam.rho,
-                                             recipe.gsam.alpha, recipe.gsam.adaptive)
-                for p, g in zip(params, grads):
-                    p.grad = g
-            else:
+
+            def backward(forward, x=x, y=y) -> torch.Tensor:
+                if recipe.gsam.enabled:
+                    grads, loss = gsam_gradients(params, lambda: F.cross_entropy(forward(x), y), recipe.gsam.rho,
+                                                 recipe.gsam.alpha, recipe.gsam.adaptive)
+                    for p, g in zip(params, grads):
+                        p.grad = g
+                    return loss
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(forward(x), y)
                 loss.backward()
+                return loss
+
+            loss = network.step(backward)
             optimizer.step()
             total_loss += loss.detach() * len(batch)
             seen += len(batch)

@@ -125,16 +125,28 @@ def _train_runs(
     full_epochs: int,
     seed: int,
     on_pass: Callable[[], None] | None = None,
+    compiled: bool = False,
 ) -> list[tuple[float, float, int]]:
-    """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time, or
-    several at once in one vmapped pass; returns (test accuracy, lr used, seed) per run."""
+    """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time
+    (through torch.compile when `compiled`), or several at once in one vmapped pass; returns (test
+    accuracy, lr used, seed) per run."""
     inputs = [_run_inputs(run, data, synthetic, protocol, ipc, specs, full_epochs, seed) for run in runs]
     if len(inputs) == 1:
         net, images, targets, lr, run_seed, epochs = inputs[0]
         return [
             (
                 train_and_test(
-                    net, images, targets, data.test_images, data.test_labels, protocol, lr, run_seed, epochs, on_pass
+                    net,
+                    images,
+                    targets,
+                    data.test_images,
+                    data.test_labels,
+                    protocol,
+                    lr,
+                    run_seed,
+                    epochs,
+                    on_pass,
+                    compiled,
                 ),
                 lr,
                 run_seed,
@@ -175,6 +187,7 @@ def evaluate(
     parallel: int = 1,
     resume_folder: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    compiled: bool = False,
 ) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
@@ -185,7 +198,8 @@ def evaluate(
     is `model`, others their defaults) or ModelSpecs with options of their own (`architecture_specs`;
     None = just `model`); `ipc` sizes the random subset (default: the set's). Under
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
-    trains up to that many repeats of one set at once in one vmapped pass. With `resume_folder` each
+    trains up to that many repeats of one set at once in one vmapped pass; `compiled=True` trains each
+    network alone through torch.compile (the same training to float round-off). With `resume_folder` each
     finished run is kept there until the records are made, so that the same call after an interruption
     trains only the runs that had not finished (`FinishedRuns`). `on_progress(done, total)` follows this
     rank's training passes (epochs + 1 per run; a run finished before counts as done). Returns one record
@@ -247,7 +261,9 @@ def evaluate(
     for group in _batches([i for i in mine if i not in results], plan, parallel):
         started = time.perf_counter()
         on_pass = None if on_progress is None else functools.partial(tick, len(group))
-        done = _train_runs([plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, on_pass)
+        done = _train_runs(
+            [plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, on_pass, compiled
+        )
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
             results[index] = (accuracy, lr, run_seed, seconds)

@@ -12,6 +12,7 @@ from distill.buffers.recipe import accuracy
 from distill.data.augment import dsa
 from distill.evaluate.protocol import Protocol, decay_epoch, lr_at_epoch
 from distill.matching.loss import soft_cross_entropy
+from distill.models.compiled import TrainingForward
 from distill.stacked import Stack, stacked_accuracies, stacked_epoch
 
 
@@ -35,17 +36,20 @@ def train_on_set(
     generator: torch.Generator,
     epochs: int | None = None,
     on_pass: Callable[[], None] | None = None,
+    compiled: bool = False,
 ) -> float:
     """Train `model` in place on images [N, C, H, W] with targets (probabilities [N, K] or classes [N]).
 
     SGD(lr, momentum, weight decay) for epochs + 1 passes (as the reference); after pass
     epochs // 2 + 1 the lr drops x0.1 and the optimiser is re-created (momentum reset). DSA on every
-    batch. All randomness from `generator`; `on_pass()` after each pass (progress). Returns the last
-    pass's mean training loss.
+    batch. All randomness from `generator`; `on_pass()` after each pass (progress). `compiled=True`
+    runs the network through torch.compile (`TrainingForward`: the same training to float round-off).
+    Returns the last pass's mean training loss.
     """
     epochs = protocol.epochs if epochs is None else epochs
     n = len(images)
     model.train()
+    network = TrainingForward(model, compiled)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
     )
@@ -63,9 +67,14 @@ def train_on_set(
         for start in range(0, n, protocol.batch_size):
             batch = order[start : start + protocol.batch_size]
             x = dsa(images[batch], generator, protocol.augmentation)
-            loss = set_loss(model(x), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+
+            def backward(forward, x=x, batch=batch) -> torch.Tensor:
+                loss = set_loss(forward(x), targets[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                return loss
+
+            loss = network.step(backward)
             optimizer.step()
             last_loss += loss.detach() * len(batch)
         if on_pass is not None:
@@ -84,10 +93,12 @@ def train_and_test(
     seed: int,
     epochs: int | None = None,
     on_pass: Callable[[], None] | None = None,
+    compiled: bool = False,
 ) -> float:
-    """Train `model` on the set (see `train_on_set`) with randomness from `seed`; return test accuracy."""
+    """Train `model` on the set (see `train_on_set`, `compiled` too) with randomness from `seed`; return
+    test accuracy."""
     generator = torch.Generator().manual_seed(seed)
-    train_on_set(model, images, targets, protocol, lr, generator, epochs, on_pass)
+    train_on_set(model, images, targets, protocol, lr, generator, epochs, on_pass, compiled)
     return accuracy(model, test_images, test_labels)
 
 

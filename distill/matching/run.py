@@ -134,12 +134,14 @@ def distill_set(
     on_eval: Callable[[int, float, bool], None] = lambda iteration, score, best: None,
     log: Callable[[str], None] = print,
     shard: Shard = Shard(),
+    compile_training: bool = False,
 ) -> DistillResult:
     """Distil `data` through `experts` (a BufferReader, InMemoryExperts or any ExpertSource) into a set of
     `settings.ipc` images per class, on `data`'s device and dtype.
 
     Every `settings.eval_every` iterations a fresh `model` is trained on the current set under
-    `protocol` (for `settings.eval_epochs` epochs) and scored on the split `settings.selection` names;
+    `protocol` (for `settings.eval_epochs` epochs; through torch.compile when `compile_training`) and
+    scored on the split `settings.selection` names;
     the best set is the result (without evaluations: the last one). With `checkpoint` (a file path)
     the run saves its state there every `settings.checkpoint_every` iterations and, when
     `settings.resume`, continues from it. A run whose updates keep being skipped stops early
@@ -219,6 +221,7 @@ def distill_set(
                     float(synthetic["lr"]),
                     run_seed,
                     epochs=settings.eval_epochs,
+                    compiled=compile_training,
                 )
             )
         return sum(scores) / len(scores)

@@ -89,6 +89,7 @@ def _run_distill(ctx) -> Path:
         on_eval,
         log=say,
         shard=shard,
+        compile_training=cfg.compile_training,
     )
     bar.close()
     if main_rank:

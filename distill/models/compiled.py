@@ -38,6 +38,12 @@ class TrainingForward:
             except Exception as exc:  # noqa: BLE001 - e.g. a Python this torch cannot compile for
                 _warn(exc)
 
+    def _standard_strides(self, x: torch.Tensor) -> torch.Tensor:
+        # the compiled code is specialised to its input's strides, and augmentation returns batches whose
+        # size-1 dimensions (one channel) carry varying strides: copied to the standard ones, a run needs one
+        # graph per batch size, not several, and stays under dynamo's limit of graphs per function
+        return self._compiled(x.clone(memory_format=torch.contiguous_format))
+
     @property
     def compiled(self) -> bool:
         """Whether steps run compiled (False when off, or after a fallback)."""
@@ -48,7 +54,7 @@ class TrainingForward:
         if self._compiled is None:
             return body(self.model)
         try:
-            return body(self._compiled)
+            return body(self._standard_strides)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eagerly instead
             _warn(exc)
             self._compiled = None

@@ -67,7 +67,7 @@ How every setting is chosen (never on the test split):
   and ended at 52.3 % test accuracy, below the random subset's 61.4 %, a straw-man baseline.
 - lr_img, per method: pilot runs at IPC 1 and at IPC 10 with lr_img in {10, 100, 1000}, each half as long
   as that IPC's run (200 / 150 iterations); the smallest lr_img whose set scores within one standard error
-  of the best pilot's on the validation split (one 150-epoch training; the binomial standard error
+  of the best pilot's on the validation split (a check: three 150-epoch trainings; the binomial standard error
   sqrt(p (1 - p) / n) of the best score p on the n validation images) is used at that IPC, and IPC 10's also at
   IPC 50. Until CHOICES_RULE 8 the best score won outright, however small its lead: on MNIST-5k's 500
   validation images MTT's IPC 10 pilots gave 0.940 at lr_img 1000 against 0.938 at 10 (one standard error
@@ -98,6 +98,13 @@ How every setting is chosen (never on the test split):
     as dense as the run's, a pilot could win on a peak that its run never checks: on MNIST-5k it gave
     MTT's IPC 10 lr_img 100 (0.930 at iteration 37), and the run at 100 fell from 0.888 at iteration
     0 to 0.576 at its first check, 75.
+- A check, of a run or a pilot, averages three fresh 150-epoch trainings on the set
+  (`distill.eval_runs=3`). Until CHOICES_RULE 9 a check was one training, and checked again with fresh
+  seeds one training's score moved by up to 0.021 (results/fashion_mnist_selection_recheck.md): more than
+  most of the differences between lr_img and between checkpoints that it decided. Three trainings cost
+  little since the training of experts, checks and evaluation runs through torch.compile
+  (`compile_training`, about 2x here: results/throughput.md). Adopted for every method and dataset at
+  once, before any run with it, from that spread and not from a test result.
 
 `--budget-study` (after the benchmark, from its experts and choices) measures what the budget buys the
 DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a comparison
@@ -155,7 +162,8 @@ SYN_STEPS = {1: {"datm": 80, "mtt": 50}, 10: {"datm": 80, "mtt": 80}}
 # synthetic images per student step (absent: all of them): at IPC 10 a quarter, so N = 80 passes as many
 # images per iteration as N = 20 on all 100 (adopted after the budget study); at IPC 50 a budget cut
 MINIBATCH = {10: 25, 50: 100}
-CHOICES_RULE = 8  # choices made by another rule (pilot length, MTT windows, pilot score, N, lr rule) are made again
+# choices made by another rule (pilot length, MTT windows, pilot score, N, lr rule, check trainings) are made again
+CHOICES_RULE = 9
 FULL_SET_IMAGES = 50_000
 BUDGET_SECONDS = 150 * 60
 METHODS = ("datm", "mtt")
@@ -974,7 +982,8 @@ def write_report(
         f"Commit: {git_commit()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}  ",
         "Selection rule: every distilled set is its run's best on the validation split "
-        f"({cfg.dataset.val_per_class} images per class carved from train), its initial set included; the test "
+        f"({cfg.dataset.val_per_class} images per class carved from train; a check averages "
+        f"{cfg.distill.eval_runs} trainings of {cfg.distill.eval_epochs} epochs), its initial set included; the test "
         "split is only used for the numbers below. How each setting was chosen: the script's docstring.  ",
         f"Training on real data, sized in SGD steps for {bench.train_images or '?'} training images: experts "
         f"{cfg.buffers.epochs} epochs, matching span M = {cfg.distill.expert_epochs} expert epochs, full-set "

@@ -987,7 +987,8 @@ def write_report(
         "split is only used for the numbers below. How each setting was chosen: the script's docstring.  ",
         f"Training on real data, sized in SGD steps for {bench.train_images or '?'} training images: experts "
         f"{cfg.buffers.epochs} epochs, matching span M = {cfg.distill.expert_epochs} expert epochs, full-set "
-        f"baseline {step_scaled(cfg.eval.full_epochs, bench.train_images)} epochs.",
+        f"baseline {step_scaled(cfg.eval.full_epochs, bench.train_images)} epochs; every network trained "
+        f"{'through torch.compile' if cfg.compile_training else 'eagerly'} (`compile_training`).",
         "",
     ]
     if choices:

@@ -139,6 +139,8 @@ def test_benchmark_runs_compose_and_validate(name):
     # IPC 10; the preset's 20 on minibatches of 100 at IPC 50
     assert cfg.distill.syn_steps == {1: {"mtt": 50}.get(method, 80), 10: 80, 50: 20}[ipc]
     assert cfg.distill.batch_syn == {1: None, 10: 25, 50: 100}[ipc]
+    # checks average three trainings, paid for by training through torch.compile (CHOICES_RULE 9)
+    assert cfg.distill.eval_runs == 3 and cfg.compile_training
 
 
 def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatch):
@@ -148,6 +150,8 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     choices = {**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11, "plateau_epoch": 4, "pilot_scores": {}}
     fmnist.write_report(fmnist.Benchmark("fashion_mnist", []), choices, {"total": 60.0}, [])
     lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
+    assert any("a check averages 3 trainings of 150 epochs" in line for line in lines)
+    assert any("every network trained through torch.compile" in line for line in lines)
     header = next(line for line in lines if line.startswith("| run | IPC | labels"))
     assert header.rstrip(" |").endswith("| N | images per step")
     rows = [line.rstrip(" |").split(" | ") for line in lines if "(MTT) |" in line or "(learned) |" in line]
@@ -1040,6 +1044,7 @@ def test_recheck_repeats_the_runs_own_check_and_reports_fresh_ones(tiny_buffer, 
     fresh = sum(row["best"]) / 2
     assert line.startswith(f"| datm_ipc2 | 2 | {recorded['score']:.3f} ({recorded['iteration']}) | {fresh:.3f} ± ")
     assert f"| {recorded['score'] - fresh:+.3f} |" in line
+    assert "a check averages 1 fresh network(s) trained 5 epochs" in out.read_text()
 
 
 def test_the_convnet128_evaluation_refuses_a_folder_without_the_benchmark_sets(tmp_path):

@@ -91,13 +91,13 @@ def _groups(indices: list[int], size: int) -> list[list[int]]:
 
 def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, num_experts: int, seed: int = 0,
                   on_epoch: EpochCallback | None = None, parallel: int = 1,
-                  compiled: bool = False) -> InMemoryExperts:
+                  compile_training: bool = False) -> InMemoryExperts:
     """Train `num_experts` experts of `model` on `data` (on its device and dtype) and keep them in memory.
 
     Expert k uses `expert_seed(seed, k)` for its initialisation, data order and augmentation, so it
     equals expert k of a buffer folder built with the same arguments. `parallel` > 1 trains that many
     at once in one vmapped pass (the same trajectories up to float round-off; faster where the
-    device is not saturated by one small network, e.g. on a GPU). `compiled=True` trains each expert
+    device is not saturated by one small network, e.g. on a GPU). `compile_training=True` trains each expert
     (one at a time) through torch.compile: the same trajectories to float round-off, faster where the
     training is long enough to pay for compiling (about 2x at batch 256 on a CPU).
     """
@@ -105,7 +105,7 @@ def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, nu
         raise DistillError(f"num_experts must be an integer >= 1 (got {num_experts!r})")
     trajectories = []
     for group in _groups(list(range(num_experts)), parallel):
-        trajectories += _train_group(data, model, recipe, group, seed, on_epoch, compiled)
+        trajectories += _train_group(data, model, recipe, group, seed, on_epoch, compile_training)
     names = FlatModel(model.build(data.channels, data.num_classes, data.resolution)).names
     return InMemoryExperts(trajectories, names)
 
@@ -113,12 +113,12 @@ def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, nu
 def build_buffer(folder: str | Path, data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, num_experts: int,
                  seed: int = 0, config: dict | None = None, rank: Rank = Rank(),
                  on_epoch: EpochCallback | None = None, log: Callable[[str], None] = print, parallel: int = 1,
-                 compiled: bool = False) -> Path:
+                 compile_training: bool = False) -> Path:
     """Train experts 0..num_experts-1 into `folder` (one safetensors file each, then manifest.json).
 
     Experts already complete and verified in the folder are kept (a killed run resumes); under
     torchrun, rank r trains experts r, r + world, ... and rank 0 writes the manifest after all are done.
-    `config` (plain dict) is stored in the manifest; `parallel` and `compiled` as in `train_experts`.
+    `config` (plain dict) is stored in the manifest; `parallel` and `compile_training` as in `train_experts`.
     Returns the folder.
     """
     folder = Path(folder)
@@ -132,7 +132,7 @@ def build_buffer(folder: str | Path, data: PreparedData, model: ModelSpec, recip
             todo.append(k)
     for group in _groups(todo, parallel):
         started = time.perf_counter()
-        trajectories = _train_group(data, model, recipe, group, seed, on_epoch, compiled)
+        trajectories = _train_group(data, model, recipe, group, seed, on_epoch, compile_training)
         seconds = (time.perf_counter() - started) / len(group)
         for k, trajectory in zip(group, trajectories):
             write_expert(folder, k, trajectory.params, signature, data.fingerprint, expert_seed(seed, k),

@@ -187,7 +187,7 @@ def evaluate(
     parallel: int = 1,
     resume_folder: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    compiled: bool = False,
+    compile_training: bool = False,
 ) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
@@ -198,7 +198,7 @@ def evaluate(
     is `model`, others their defaults) or ModelSpecs with options of their own (`architecture_specs`;
     None = just `model`); `ipc` sizes the random subset (default: the set's). Under
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
-    trains up to that many repeats of one set at once in one vmapped pass; `compiled=True` trains each
+    trains up to that many repeats of one set at once in one vmapped pass; `compile_training=True` trains each
     network alone through torch.compile (the same training to float round-off). With `resume_folder` each
     finished run is kept there until the records are made, so that the same call after an interruption
     trains only the runs that had not finished (`FinishedRuns`). `on_progress(done, total)` follows this
@@ -262,7 +262,16 @@ def evaluate(
         started = time.perf_counter()
         on_pass = None if on_progress is None else functools.partial(tick, len(group))
         done = _train_runs(
-            [plan[i] for i in group], data, synthetic, protocol, ipc, specs, full_epochs, seed, on_pass, compiled
+            [plan[i] for i in group],
+            data,
+            synthetic,
+            protocol,
+            ipc,
+            specs,
+            full_epochs,
+            seed,
+            on_pass,
+            compile_training,
         )
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):

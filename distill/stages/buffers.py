@@ -97,7 +97,7 @@ def _run_buffers(ctx) -> Path:
         rank,
         on_epoch,
         parallel=cfg.buffers.parallel,
-        compiled=cfg.compile_training,
+        compile_training=cfg.compile_training,
     )
     logger.finish()
     return folder

@@ -73,7 +73,7 @@ def run_evaluate(cfg: Config) -> list[dict]:
         resume_folder=Path(cfg.paths.results) / "unfinished_evaluation",
         on_progress=progress,
         log=tqdm.write,
-        compiled=cfg.compile_training,
+        compile_training=cfg.compile_training,
     )
     bar.close()
     if ctx.rank.is_main:

@@ -20,6 +20,7 @@ import torch
 from torch.func import grad, vjp
 
 from distill.matching.loss import soft_cross_entropy
+from distill.models.compiled import compile_failure
 from distill.models.flat import FlatModel
 
 
@@ -115,11 +116,8 @@ class StepPrograms:
         try:
             return self._compiled[name](*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly instead
-            cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
-            reason = (str(cause).strip().splitlines() or [""])[0][:200]
             warnings.warn(
-                f"torch.compile failed for the {name} program ({type(cause).__name__}: {reason}); "
-                "running the engine eagerly",
+                f"torch.compile failed for the {name} program ({compile_failure(exc)}); running the engine eagerly",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -38,7 +38,7 @@ class TrainingForward:
             except Exception as exc:  # noqa: BLE001 - e.g. a Python this torch cannot compile for
                 _warn(exc)
 
-    def _standard_strides(self, x: torch.Tensor) -> torch.Tensor:
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
         # the compiled code is specialised to its input's strides, and augmentation returns batches whose
         # size-1 dimensions (one channel) carry varying strides: copied to the standard ones, a run needs one
         # graph per batch size, not several, and stays under dynamo's limit of graphs per function
@@ -54,7 +54,7 @@ class TrainingForward:
         if self._compiled is None:
             return body(self.model)
         try:
-            return body(self._standard_strides)
+            return body(self._compiled_forward)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eagerly instead
             _warn(exc)
             self._compiled = None
@@ -63,11 +63,17 @@ class TrainingForward:
             return body(self.model)
 
 
-def _warn(exc: BaseException) -> None:
+def compile_failure(exc: BaseException) -> str:
+    """'<type>: <first line of the message>' of the error behind a failed torch.compile call (the
+    compiler's own error, not the wrapper dynamo raises around it), for a one-line warning."""
     cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc
     reason = (str(cause).strip().splitlines() or [""])[0][:200]
+    return f"{type(cause).__name__}: {reason}"
+
+
+def _warn(exc: BaseException) -> None:
     warnings.warn(
-        f"torch.compile failed for a training step ({type(cause).__name__}: {reason}); training eagerly",
+        f"torch.compile failed for a training step ({compile_failure(exc)}); training eagerly",
         RuntimeWarning,
         stacklevel=3,
     )

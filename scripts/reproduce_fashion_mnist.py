@@ -239,10 +239,23 @@ BUDGET_VARIANTS = {
     # the trajectory, [P/2, E - M + 1), while DATM's own CIFAR-10 IPC 50 config grows [0, 20) to [0, 40) of
     # 50 epochs by a fifth of its run: that shape, as shares of the experts' epochs
     "datm_ipc50_grow": ("datm_ipc50", {"window_shares": (0.0, 0.4, 0.8, 5)}),
+    # added after the IPC 10 runs over three seeds tied (DATM 81.0 +- 0.2, MTT 81.2 +- 0.6 at the
+    # three-training revision), before these ran: DATM's run with one of its three components swapped for
+    # MTT's (labels fixed one-hot; random real initial images; MTT's fixed window [0, 0.4 E)), each over the
+    # benchmark's seed and two more, so that each component's share of the IPC 10 figure is measured
+    **{
+        f"datm_ipc10_{component}{'' if seed == 0 else f'_seed{seed}'}": ("datm_ipc10", {**changes, "seed": seed})
+        for component, changes in (
+            ("hard", {"soft_labels": False}),
+            ("realinit", {"pix_init": "real"}),
+            ("mttwindow", {"window_shares": (0.0, 0.4, 0.4, 1)}),
+        )
+        for seed in (0, 1, 2)
+    },
 }
 EXPERT_SETTINGS = ("buffer_epochs", "width")  # a variant that changes one of these trains its own experts
 VARIANT_SETTINGS = (
-    *("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", "window_shares"),
+    *("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", "window_shares", "soft_labels", "pix_init"),
     *EXPERT_SETTINGS,
 )
 
@@ -751,7 +764,11 @@ class Benchmark:
             cfg = self.config(experts["overrides"] if experts is not None else [])
             window = shared_window(changes["window_shares"], cfg.buffers.epochs, cfg.distill.expert_epochs)
         # a changed setting replaces the benchmark run's own (SYN_STEPS) rather than repeat it
-        changed = {f"distill.{key}": changes[key] for key in ("syn_steps", "batch_syn", "lr_lr") if key in changes}
+        changed = {
+            f"distill.{key}": str(changes[key]).lower() if isinstance(changes[key], bool) else changes[key]
+            for key in ("syn_steps", "batch_syn", "lr_lr", "soft_labels", "pix_init")
+            if key in changes
+        }
         run = run_overrides(ipc, kind, window, lr, iterations, iterations // 4)
         run = [o for o in run if o.split("=")[0] not in changed]
         overrides = [*run, f"distill.method={method}", *(f"{key}={value}" for key, value in changed.items())]
@@ -768,7 +785,7 @@ class Benchmark:
             distill_to_the_end(cfg)
             distilled = distill_seconds(out, time.perf_counter() - started)
             baselines = ["random"] if "width" in changes else []
-            modes = ["hard"] if kind == "mtt" else ["soft"]
+            modes = ["soft"] if cfg.distill.soft_labels else ["hard"]
             evaluation = dataclasses.replace(cfg.eval, artifact=str(out), baselines=baselines, label_modes=modes)
             started = time.perf_counter()
             written = run_evaluate(dataclasses.replace(cfg, eval=evaluation))
@@ -789,6 +806,7 @@ class Benchmark:
         return {
             **recorded,
             **run_facts(out),
+            **components(self.config(overrides).distill),
             "iterations": iterations,
             "lr_img": lr,
             "syn_steps": syn_steps_of(overrides, defaults.distill.syn_steps),
@@ -801,6 +819,12 @@ class Benchmark:
             "target_accuracy": target_accuracy(curve, window, defaults.distill.expert_epochs) if curve else None,
             "experts_seconds": experts["seconds"] if experts is not None else 0.0,
         }
+
+
+def components(settings) -> dict:
+    """The run's labels ("soft" learned or "hard" one-hot) and initial images (`pix_init`), from its
+    DistillSettings: with the window, what tells DATM from MTT."""
+    return {"labels": "soft" if settings.soft_labels else "hard", "init": settings.pix_init}
 
 
 def target_accuracy(curve: list[float], window: tuple, span: int) -> float:
@@ -1093,6 +1117,9 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
             rows[base] = {
                 **recorded,
                 **run_facts(bench.work / base),
+                **components(
+                    bench.config(run_overrides(ipc, run_kind(specs[base][1]), *specs[base][2:4], 1, 1)).distill
+                ),
                 "test": [record["mean"], record["std"], record["runs"]] if record else None,
                 "random_test": [random_["mean"], random_["std"], random_["runs"]] if random_ else None,
                 "commit": ((record or {}).get("git_commit") or "")[:7],
@@ -1149,11 +1176,11 @@ def write_budget_report(
         "width variant's the random subset on its network. Target: the experts' mean validation accuracy at the "
         "furthest epoch the window matches (T+ - 1 + M), the natural ceiling of a set distilled from them.",
         "",
-        "| run | IPC | width | expert epochs | window of t | target | iterations | N | images per step | lr_img | "
-        "lr_lr | seed | "
+        "| run | IPC | width | expert epochs | labels / initial images | window of t | target | iterations | N | "
+        "images per step | lr_img | lr_lr | seed | "
         "best validation (iteration) | skipped updates | test accuracy % | random subset % | distill s | "
         "evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (ipc_of(item[0]), item[0])):
         test_cell, random_cell = (
@@ -1169,6 +1196,7 @@ def write_budget_report(
         target = row.get("target_accuracy")
         lines.append(
             f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('expert_epochs', '?')} | "
+            f"{row.get('labels', '?')} / {row.get('init', '?')} | "
             f"{window_text(tuple(row['window'])) if row.get('window') else '?'} | "
             f"{'?' if target is None else f'{target:.3f}'} | "
             f"{row['iterations']} | {row['syn_steps']} | {row.get('batch_syn') or 'all'} | {row['lr_img']:g} | "
@@ -1190,23 +1218,27 @@ def ipc_of(name: str) -> int:
 
 
 def seed_summary(rows: dict[str, dict]) -> list[str]:
-    """Markdown lines (none without seed variants): for each benchmark run in `rows` with variants that
-    change only its seed, the test accuracy and best validation score of every seed, and their mean and
-    sample standard deviation over the seeds: how far a figure moves with the seed alone."""
-    seeds: dict[str, list[dict]] = {}
+    """Markdown lines (none without seed variants): for each run in `rows` (a benchmark run, or a variant
+    with the same settings changed) that was made with several seeds, the test accuracy and best validation
+    score of every seed, and their mean and sample standard deviation over the seeds: how far a figure
+    moves with the seed alone, and where two settings differ by more than that."""
+    seeds: dict[tuple, list[dict]] = {}
     for name, row in rows.items():
         base, changes = BUDGET_VARIANTS.get(name, (name, {}))
-        if set(changes) <= {"seed"} and row.get("test") and base in rows:
-            seeds.setdefault(base, []).append(row)
+        if row.get("test"):
+            settings = tuple(sorted((key, str(value)) for key, value in changes.items() if key != "seed"))
+            seeds.setdefault((base, settings), []).append((name, row))
     table = []
-    for base, runs in sorted(seeds.items(), key=lambda item: (ipc_of(item[0]), item[0])):
-        if len(runs) < 2:
+    for (_, settings), named in sorted(seeds.items(), key=lambda item: (ipc_of(item[0][0]), item[0])):
+        if len(named) < 2:
             continue
-        runs.sort(key=lambda row: row.get("seed", 0))
+        label = min((name for name, _ in named), key=len)  # the group's seed-0 name: datm_ipc10_hard
+        runs = sorted((row for _, row in named), key=lambda row: row.get("seed", 0))
         test = [100 * row["test"][0] for row in runs]
         best = [row["best"]["score"] for row in runs]
+        changed = ", ".join(f"{key}={value}" for key, value in settings) or "–"
         table.append(
-            f"| {base} | {', '.join(str(row.get('seed', 0)) for row in runs)} | "
+            f"| {label} | {changed} | {', '.join(str(row.get('seed', 0)) for row in runs)} | "
             f"{' / '.join(f'{t:.1f}' for t in test)} | {statistics.mean(test):.1f} ± {statistics.stdev(test):.1f} | "
             f"{' / '.join(f'{b:.3f}' for b in best)} | {statistics.mean(best):.3f} ± {statistics.stdev(best):.3f} |"
         )
@@ -1218,10 +1250,12 @@ def seed_summary(rows: dict[str, dict]) -> list[str]:
         "",
         "The same run with another seed (initial images, expert order, start epochs, DSA draws and the evaluation "
         "runs' seeds); the benchmark's own row is the run at the config's seed (0 by default). Mean ± sample "
-        "standard deviation over the seeds.",
+        "standard deviation over the seeds. A row with changed settings is that benchmark run's variant over "
+        "the same seeds.",
         "",
-        "| run | seeds | test accuracy % per seed | over seeds | best validation per seed | over seeds |",
-        "|---|---|---|---|---|---|",
+        "| run | changed from the benchmark run | seeds | test accuracy % per seed | over seeds | "
+        "best validation per seed | over seeds |",
+        "|---|---|---|---|---|---|---|",
         *table,
     ]
 

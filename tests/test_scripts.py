@@ -741,9 +741,59 @@ def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
     }
     lines = fmnist.seed_summary(rows)
     (datm,) = [line for line in lines if line.startswith("| datm_ipc10 |")]
-    assert datm == "| datm_ipc10 | 0, 1, 2 | 78.9 / 80.1 / 79.5 | 79.5 ± 0.6 | 0.800 / 0.810 / 0.790 | 0.800 ± 0.010 |"
+    assert datm == (
+        "| datm_ipc10 | – | 0, 1, 2 | 78.9 / 80.1 / 79.5 | 79.5 ± 0.6 | 0.800 / 0.810 / 0.790 | 0.800 ± 0.010 |"
+    )
     assert not [line for line in lines if line.startswith("| mtt_ipc10")]  # one seed: no spread to show
     assert fmnist.seed_summary({"mtt_ipc10": row(0, 0.8, 0.8)}) == []
+    # a component swapped over the same seeds is its own row, apart from the benchmark run's seeds
+    rows |= {"datm_ipc10_hard": row(0, 0.810, 0.805), "datm_ipc10_hard_seed2": row(2, 0.790, 0.815)}
+    rows["datm_ipc10_realinit_seed1"] = row(1, 0.7, 0.7)  # alone: no spread
+    lines = fmnist.seed_summary(rows)
+    assert datm in lines
+    (hard,) = [line for line in lines if line.startswith("| datm_ipc10_hard |")]
+    assert (
+        hard
+        == "| datm_ipc10_hard | soft_labels=False | 0, 2 | 81.0 / 79.0 | 80.0 ± 1.4 | 0.805 / 0.815 | 0.810 ± 0.007 |"
+    )
+    assert not [line for line in lines if "realinit" in line]
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "init", "mtt_window"),
+    [
+        ("datm_ipc10_hard_seed1", "hard", "correct", False),
+        ("datm_ipc10_realinit", "soft", "real", False),
+        ("datm_ipc10_mttwindow_seed2", "soft", "correct", True),
+    ],
+)
+def test_a_component_variant_swaps_one_of_datms_components_for_mtts(
+    name, labels, init, mtt_window, tmp_path, monkeypatch
+):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS[name]
+    specs = fmnist.run_specs(CHOICES)
+    seen = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
+    monkeypatch.setattr(
+        fmnist,
+        "run_evaluate",
+        lambda cfg: seen.append(cfg.eval.label_modes) or [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}],
+    )
+    row = bench.variant(name, specs[base], changes)
+    cfg, modes = seen
+    distill = cfg.distill
+    assert (
+        (row["labels"], row["init"]) == (labels, init) == ("soft" if distill.soft_labels else "hard", distill.pix_init)
+    )
+    assert modes == [labels]  # a hard-label set is evaluated on its one-hot labels
+    assert distill.method == "datm" and distill.threshold == 1.0 and cfg.seed == changes["seed"]
+    # MTT's own window at the preset's expert epochs, as the benchmark's rule gives it
+    mtt_high = fmnist.windows(10, cfg.buffers.epochs, distill.expert_epochs)["mtt_ipc10"][2]
+    window = (distill.min_start_epoch, distill.max_start_epoch, distill.sequential_generation)
+    assert window == ((0, mtt_high, False) if mtt_window else (0, specs[base][2][2], True))
+    assert cfg.buffers_folder() == bench.config([]).buffers_folder()  # the benchmark's experts
 
 
 def test_a_seed_variant_reads_the_benchmarks_experts_with_its_own_seed(tmp_path, monkeypatch):
@@ -800,6 +850,8 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
         "width": 16,
         "window": [0, 2, 2, 1],
         "target_accuracy": 0.7958,
+        "labels": "soft",
+        "init": "correct",
     }
     rows = {
         "datm_ipc1_n40": {
@@ -848,18 +900,22 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | 0.727 (100) "
+        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | 0.727 (100) "
         "| 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 30 | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
         "69.5 ± 0.6 (n=3) | – |"
     )
-    assert table[2].startswith("| datm_ipc10_experts10 | 10 | 16 | 10 | [0, 2 -> 5) by half of the run | 0.830 | 300 |")
-    assert table[3].startswith("| datm_ipc10_lr100 | 10 | 16 | 30 | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |")
+    assert table[2].startswith(
+        "| datm_ipc10_experts10 | 10 | 16 | 10 | soft / correct | [0, 2 -> 5) by half of the run | 0.830 | 300 |"
+    )
+    assert table[3].startswith(
+        "| datm_ipc10_lr100 | 10 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |"
+    )
     assert table[3].endswith("| – | – | 60 | 30 |")
     assert (
-        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 30 |")
+        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 30 | soft / correct |")
         and "| 81.0 ± 0.2 (n=3) | 75.0 ± 1.0 (n=3) |" in table[4]
     )
     text = out.read_text()

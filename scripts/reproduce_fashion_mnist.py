@@ -110,10 +110,10 @@ How every setting is chosen (never on the test split):
 DATM runs: each variant in BUDGET_VARIANTS is one DATM run of the benchmark (or, to keep a comparison
 with MTT fair, an MTT run) with one or two settings changed (other student steps N, steps on minibatches
 of the set, more iterations, the pilots' second lr_img, a student lr held near its start, another seed,
-another start-epoch window given as shares of the experts' epochs; experts trained 10 epochs, the
-benchmark's until it trained 30, or set, experts and evaluation at ConvNet width 32, each with the
-windows the benchmark's rule picks from those experts), selected and
-evaluated exactly like the benchmark's runs. Its Seeds section gives each run's figures over its seeds:
+another start-epoch window given as shares of the experts' epochs, one of DATM's components swapped for
+MTT's (one-hot labels, random real initial images); experts trained 10 epochs, the benchmark's until it
+trained 30, or set, experts and evaluation at ConvNet width 32, each with the windows the benchmark's
+rule picks from those experts), selected and evaluated exactly like the benchmark's runs. Its Seeds section gives each run's figures over its seeds:
 one seed per cell is what the 150-minute budget holds, and at IPC 10 the seed moves a figure as far as
 DATM and MTT differ. It reports a sensitivity, not a choice: the benchmark's settings stay as the
 procedure above picked them. Writes results/<dataset>_budget.md; its evaluation records stay in

@@ -759,6 +759,27 @@ def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
     assert not [line for line in lines if "realinit" in line]
 
 
+def test_an_mtt_variant_in_datms_window_keeps_mtts_labels_and_init_and_grows_its_window(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    specs = fmnist.run_specs(CHOICES)
+    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc10_datmwindow_seed1"]
+    spec = fmnist.variant_spec(specs, base, changes)
+    assert spec == (10, "mtt", specs["datm_ipc10"][2], specs["mtt_ipc10"][3]) != specs["mtt_ipc10"]
+    assert fmnist.variant_spec(specs, "mtt_ipc10", {"seed": 1}) == specs["mtt_ipc10"]
+    seen = []
+    monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
+    monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [{"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3}])
+    row = bench.variant("mtt_ipc10_datmwindow_seed1", spec, changes)
+    (cfg,) = seen
+    low, first, high, fraction = specs["datm_ipc10"][2]
+    distill = cfg.distill
+    assert (distill.min_start_epoch, distill.current_max_start_epoch, distill.max_start_epoch) == (low, first, high)
+    assert distill.sequential_generation and first < high  # grows, although MTT's preset does not
+    assert (distill.method, distill.soft_labels, distill.pix_init, distill.threshold) == ("mtt", False, "real", 1e30)
+    assert row["window"] == list(specs["datm_ipc10"][2]) and (row["labels"], row["init"]) == ("hard", "real")
+
+
 @pytest.mark.parametrize(
     ("name", "labels", "init", "mtt_window"),
     [
@@ -900,12 +921,12 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | 0.727 (100) "
-        "| 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
+        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | "
+        "0.727 (100) | 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | 0.739 (100) | 0 | "
-        "69.5 ± 0.6 (n=3) | – |"
+        "| datm_ipc1_n40 | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | "
+        "0.739 (100) | 0 | 69.5 ± 0.6 (n=3) | – |"
     )
     assert table[2].startswith(
         "| datm_ipc10_experts10 | 10 | 16 | 10 | soft / correct | [0, 2 -> 5) by half of the run | 0.830 | 300 |"

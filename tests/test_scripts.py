@@ -71,6 +71,9 @@ CHOICES = {
     "windows": fmnist.windows(4, 10, 2),
     "lr_img": {"datm": {"1": 10.0, "10": 100.0}, "mtt": {"1": 100.0, "10": 1000.0}},
 }
+# the choices of CHOICES_RULE 9, whose DATM IPC 10 window grew from [0, P/2) to [0, P): the budget study's
+# component variants were measured against it
+GROWING_CHOICES = {**CHOICES, "windows": {**CHOICES["windows"], "datm_ipc10": (0, 2, 4, 2)}}
 
 
 def test_plateau_is_where_the_experts_made_most_of_their_gain():
@@ -84,9 +87,12 @@ def test_plateau_is_where_the_experts_made_most_of_their_gain():
 def test_windows_align_with_ipc_and_stay_inside_the_experts():
     w = fmnist.windows(plateau=4, epochs=10, expert_epochs=2)
     top = 10 - 2 + 1
-    assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc10"] == (0, 2, 4, 2) and w["datm_ipc50"] == (2, top, top, 1)
+    assert w["datm_ipc1"] == (0, 2, 2, 1) and w["datm_ipc50"] == (2, top, top, 1)
     # MTT's own bounds: 2 / 20 / 40 of 50 epochs at IPC 1 / 10 / 50 (at least 1 start epoch)
     assert (w["mtt_ipc1"], w["mtt_ipc10"], w["mtt_ipc50"]) == ((0, 1, 1, 1), (0, 4, 4, 1), (0, 8, 8, 1))
+    # DATM at IPC 10 (CHOICES_RULE 10): MTT's fixed [0, 0.4 E), whatever the plateau, not a window grown from P/2
+    assert w["datm_ipc10"] == w["mtt_ipc10"] == fmnist.windows(plateau=8, epochs=10, expert_epochs=2)["datm_ipc10"]
+    assert fmnist.windows(plateau=5, epochs=30, expert_epochs=2)["datm_ipc10"] == (0, 12, 12, 1)
     long = fmnist.windows(plateau=27, epochs=143, expert_epochs=29)
     assert [long[f"mtt_ipc{i}"][2] for i in (1, 10, 50)] == [6, 57, 114]
     assert fmnist.windows(plateau=4, epochs=10, expert_epochs=8)["mtt_ipc50"][2] == 3  # never past E - M + 1
@@ -762,7 +768,7 @@ def test_the_seed_summary_spreads_each_run_over_its_seeds_only():
 def test_an_mtt_variant_in_datms_window_keeps_mtts_labels_and_init_and_grows_its_window(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
-    specs = fmnist.run_specs(CHOICES)
+    specs = fmnist.run_specs(GROWING_CHOICES)
     base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc10_datmwindow_seed1"]
     spec = fmnist.variant_spec(specs, base, changes)
     assert spec == (10, "mtt", specs["datm_ipc10"][2], specs["mtt_ipc10"][3]) != specs["mtt_ipc10"]
@@ -794,7 +800,7 @@ def test_a_component_variant_swaps_one_of_datms_components_for_mtts(
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
     base, changes = fmnist.BUDGET_VARIANTS[name]
-    specs = fmnist.run_specs(CHOICES)
+    specs = fmnist.run_specs(GROWING_CHOICES)
     seen = []
     monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
     monkeypatch.setattr(
@@ -1052,7 +1058,7 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
     base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32"]
     spec = fmnist.run_specs(CHOICES)[base]
     seen = {}
-    curve = [0.1, 0.5, 0.7, 0.8, 0.85, 0.86, 0.87, 0.875, 0.88, 0.885, 0.89]  # P = 5
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]  # 30 epochs, P = 5
 
     def fake_buffers(cfg):
         seen["experts"] = (cfg.model.options["width"], cfg.buffers.epochs)
@@ -1078,7 +1084,7 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
     assert seen["distill"].model.options["width"] == 32 == seen["evaluate"].model.options["width"]
     assert seen["evaluate"].eval.baselines == ["random"]
     expected = fmnist.windows(5, 30, 2)["datm_ipc10"]
-    assert (seen["distill"].distill.current_max_start_epoch, seen["distill"].distill.max_start_epoch) == (2, 5)
+    assert (seen["distill"].distill.current_max_start_epoch, seen["distill"].distill.max_start_epoch) == (12, 12)
     assert tuple(row["window"]) == expected and row["width"] == 32 and row["expert_epochs"] == 30
     assert row["test"] == [0.8, 0.01, 3] and row["random_test"] == [0.75, 0.02, 3]
     assert row["target_accuracy"] == curve[expected[2] - 1 + 2]

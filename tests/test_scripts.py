@@ -158,6 +158,8 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
     assert any("a check averages 3 trainings of 150 epochs" in line for line in lines)
     assert any("every network trained through torch.compile" in line for line in lines)
+    # the one choice that a test result informed says so in every report
+    assert any(line.startswith("Chosen after seeing test results") and "IPC 10 window" in line for line in lines)
     header = next(line for line in lines if line.startswith("| run | IPC | labels"))
     assert header.rstrip(" |").endswith("| N | images per step")
     rows = [line.rstrip(" |").split(" | ") for line in lines if "(MTT) |" in line or "(learned) |" in line]

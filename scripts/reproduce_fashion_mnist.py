@@ -14,7 +14,7 @@ Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md (choice
 Nothing below depends on the dataset: the same command on another dataset makes its choices by the
 same procedure.
 
-How every setting is chosen (never on the test split):
+How every setting is chosen (never on the test split, but for DATM's IPC 10 window: TEST_INFORMED):
 - A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 30
   epochs of the reference SGD recipe, N = 20 student steps at IPC 50 (IPC 1 and 10: below), M = 2,
   iterations 400 / 300 / 200 at IPC 1 / 10 / 50, student steps on all images (IPC 1), minibatches of 25

@@ -1130,6 +1130,17 @@ def test_recheck_repeats_the_runs_own_check_and_reports_fresh_ones(tiny_buffer, 
     assert line.startswith(f"| datm_ipc2 | 2 | {recorded['score']:.3f} ({recorded['iteration']}) | {fresh:.3f} ± ")
     assert f"| {recorded['score'] - fresh:+.3f} |" in line
     assert "a check averages 1 fresh network(s) trained 5 epochs" in out.read_text()
+    assert "how much the best check overstated its set" in out.read_text()
+    # --epochs: the same sets and seeds, trained longer than the run's own checks
+    longer = recheck.recheck_run(folder, ctx, runs=2, epochs=8)
+    assert (longer["epochs"], longer["run_epochs"]) == (8, 5)
+    seeds = [derive_seed(cfg.seed, f"recheck/{folder.name}", r) for r in range(2)]
+    assert longer["best"] == recheck.fresh_checks(synthetic, data, model, protocol, 8, protocol.labels, seeds)
+    assert longer["best"] != row["best"]
+    recheck.write_report("digits", {"datm_ipc2": longer}, ["--epochs", "8"], 6.0, out)
+    text = out.read_text()
+    assert "trained 5 epochs" in text and "trained again under that check but for 8 epochs" in text
+    assert "not an overstatement" in text and "overstated its set" not in text
 
 
 def test_the_convnet128_evaluation_refuses_a_folder_without_the_benchmark_sets(tmp_path):

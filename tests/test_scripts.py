@@ -145,8 +145,13 @@ def test_benchmark_runs_compose_and_validate(name):
     # IPC 10; the preset's 20 on minibatches of 100 at IPC 50
     assert cfg.distill.syn_steps == {1: {"mtt": 50}.get(method, 80), 10: 80, 50: 20}[ipc]
     assert cfg.distill.batch_syn == {1: None, 10: 25, 50: 100}[ipc]
-    # checks average three trainings, paid for by training through torch.compile (CHOICES_RULE 9)
+    # checks average three trainings, paid for by training through torch.compile (CHOICES_RULE 9), each
+    # as long as the evaluation's (CHOICES_RULE 11), also when a user changes the evaluation's length
     assert cfg.distill.eval_runs == 3 and cfg.compile_training
+    assert cfg.distill.eval_epochs == cfg.protocol.epochs == 500
+    shorter = fmnist.Benchmark("fashion_mnist", ["protocol.epochs=300"]).config(overrides)
+    assert shorter.distill.eval_epochs == 300
+    assert fmnist.CHECK_EPOCHS in overrides  # recorded with the run: a run checked otherwise is made again
 
 
 def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatch):
@@ -156,10 +161,11 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     choices = {**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11, "plateau_epoch": 4, "pilot_scores": {}}
     fmnist.write_report(fmnist.Benchmark("fashion_mnist", []), choices, {"total": 60.0}, [])
     lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
-    assert any("a check averages 3 trainings of 150 epochs" in line for line in lines)
+    assert any("a check averages 3 trainings of 500 epochs" in line for line in lines)
     assert any("every network trained through torch.compile" in line for line in lines)
     # the one choice that a test result informed says so in every report
-    assert any(line.startswith("Chosen after seeing test results") and "IPC 10 window" in line for line in lines)
+    informed = next(line for line in lines if line.startswith("Chosen after seeing test results"))
+    assert "IPC 10 window" in informed and "checks as long as the evaluation" in informed
     header = next(line for line in lines if line.startswith("| run | IPC | labels"))
     assert header.rstrip(" |").endswith("| N | images per step")
     rows = [line.rstrip(" |").split(" | ") for line in lines if "(MTT) |" in line or "(learned) |" in line]

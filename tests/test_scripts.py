@@ -163,7 +163,7 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
     assert any("a check averages 3 trainings of 500 epochs" in line for line in lines)
     assert any("every network trained through torch.compile" in line for line in lines)
-    # the one choice that a test result informed says so in every report
+    # the choices that test results informed say so in every report
     informed = next(line for line in lines if line.startswith("Chosen after seeing test results"))
     assert "IPC 10 window" in informed and "checks as long as the evaluation" in informed
     header = next(line for line in lines if line.startswith("| run | IPC | labels"))

@@ -153,6 +153,14 @@ def write_report(dataset: str, rows: dict[str, dict], args: list[str], seconds: 
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
 
 
+def whole_number(flag: str, value: str) -> int:
+    """`value` of the command-line `flag` as an int; a DistillError (one line) when it is not one."""
+    try:
+        return int(value)
+    except ValueError:
+        raise DistillError(f"{flag} takes a whole number, got {value!r}") from None
+
+
 def main(argv: list[str]) -> None:
     dataset, runs, only, epochs = "fashion_mnist", 2, None, None
     while argv[:1] and argv[0] in ("--dataset", "--runs", "--only", "--epochs"):
@@ -162,9 +170,9 @@ def main(argv: list[str]) -> None:
         if flag == "--dataset":
             dataset = value
         elif flag == "--runs":
-            runs = int(value)
+            runs = whole_number(flag, value)
         elif flag == "--epochs":
-            epochs = int(value)
+            epochs = whole_number(flag, value)
         else:
             only = set(value.split(","))
     if runs < 1:

@@ -1105,6 +1105,17 @@ def test_target_accuracy_is_the_experts_at_the_furthest_epoch_a_window_matches()
     assert fmnist.target_accuracy(curve, (2, 9, 9, 1), 2) == 0.85  # never past the last epoch
 
 
+def test_recheck_refuses_a_count_that_is_not_a_whole_number_in_one_line():
+    import recheck_selection as recheck
+
+    from distill.errors import DistillError
+
+    with pytest.raises(DistillError, match="--epochs takes a whole number, got 'many'"):
+        recheck.main(["--epochs", "many"])
+    with pytest.raises(DistillError, match="--epochs must be at least 1"):
+        recheck.main(["--epochs", "0"])
+
+
 def test_recheck_repeats_the_runs_own_check_and_reports_fresh_ones(tiny_buffer, tmp_path):
     import recheck_selection as recheck
 

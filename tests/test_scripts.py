@@ -921,6 +921,15 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
             "best": {"score": 0.81, "iteration": 300},
             "test": [0.8, 0.002, 3],
         },
+        "datm_ipc10_zca": {
+            **common,
+            "iterations": 300,
+            "inputs": "ZCA",
+            "experts_seconds": 300.0,
+            "best": {"score": 0.83, "iteration": 150},
+            "test": [0.82, 0.002, 3],
+            "random_test": [0.76, 0.01, 3],
+        },
         "datm_ipc10_w32": {
             **common,
             "iterations": 300,
@@ -935,29 +944,34 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | 1000 | 1e-05 | 0 | "
+        "| datm_ipc1 (benchmark) | 1 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | "
+        "1000 | 1e-05 | 0 | "
         "0.727 (100) | 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | 1e-05 | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | "
+        "1e-05 | 0 | "
         "0.739 (100) | 0 | 69.5 ± 0.6 (n=3) | – |"
     )
     assert table[2].startswith(
-        "| datm_ipc10_experts10 | 10 | 16 | 10 | soft / correct | [0, 2 -> 5) by half of the run | 0.830 | 300 |"
+        "| datm_ipc10_experts10 | 10 | 16 | standardised | 10 | soft / correct | [0, 2 -> 5) by half of the run | "
+        "0.830 | 300 |"
     )
     assert table[3].startswith(
-        "| datm_ipc10_lr100 | 10 | 16 | 30 | soft / correct | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |"
+        "| datm_ipc10_lr100 | 10 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |"
     )
     assert table[3].endswith("| – | – | 60 | 30 |")
     assert (
-        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | 30 | soft / correct |")
+        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | standardised | 30 | soft / correct |")
         and "| 81.0 ± 0.2 (n=3) | 75.0 ± 1.0 (n=3) |" in table[4]
     )
+    assert table[5].startswith("| datm_ipc10_zca | 10 | 16 | ZCA | 30 |") and "| 76.0 ± 1.0 (n=3) |" in table[5]
     text = out.read_text()
     assert "--budget-study" in text and "70.6 / 84.6 / 88.7" in text
-    # four variants of 90 s each, and each set of experts' training once
-    assert "Measured time of the variants: 31.0 min" in text
-    assert "width 16 x 10 epochs 10.0 min, width 32 x 30 epochs 15.0 min" in text
+    # five variants of 90 s each, and each set of experts' training once
+    assert "Measured time of the variants: 37.5 min" in text
+    trained = "width 16 x 10 epochs 10.0 min, width 16 x 30 epochs on ZCA inputs 5.0 min, width 32 x 30 epochs 15.0 min"
+    assert trained in text
 
 
 def test_budget_study_needs_the_benchmark_first(tmp_path):
@@ -1173,3 +1187,64 @@ def test_the_convnet128_evaluation_refuses_a_folder_without_the_benchmark_sets(t
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: no {tmp_path}/datm_ipc1/distilled.safetensors: run the benchmark first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["datm_ipc1"]
+
+
+def test_a_zca_variant_whitens_experts_set_and_random_subset_alike(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_zca"]
+    spec = fmnist.run_specs(CHOICES)[base]
+    seen = {}
+    curve = [0.1, 0.5, 0.7, 0.8] + [0.9] * 27  # 30 epochs, P = 4
+
+    def fake_buffers(cfg):
+        seen["experts"] = cfg
+        return tmp_path / "experts"
+
+    def fake_evaluate(cfg):
+        seen["evaluate"] = cfg
+        return [
+            {"set": "distilled", "mean": 0.86, "std": 0.01, "runs": 3},
+            {"set": "random", "mean": 0.83, "std": 0.02, "runs": 3},
+        ]
+
+    monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
+    monkeypatch.setattr(
+        fmnist, "distill_to_the_end", lambda cfg: finished_run(seen.setdefault("distill", cfg), 100, skipped=0)
+    )
+    monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
+    row = bench.variant("datm_ipc50_zca", spec, changes)
+    assert seen["experts"].dataset.zca and seen["distill"].dataset.zca and seen["evaluate"].dataset.zca
+    assert not bench.config([]).dataset.zca  # the benchmark's own inputs stay standardised
+    # whitened experts live in their own buffer folder, never mixed with the benchmark's
+    assert seen["experts"].buffers_folder() != bench.config([]).buffers_folder()
+    assert seen["evaluate"].eval.baselines == ["random"]
+    expected = fmnist.windows(4, 30, 2)["datm_ipc50"]
+    distilled = seen["distill"].distill
+    assert (distilled.min_start_epoch, distilled.max_start_epoch) == (expected[0], expected[2])
+    assert row["inputs"] == "ZCA" and row["width"] == 16 and tuple(row["window"]) == expected
+    assert row["test"] == [0.86, 0.01, 3] and row["random_test"] == [0.83, 0.02, 3]
+    assert (tmp_path / "budget" / "experts_zcaTrue.json").is_file()
+
+
+def test_benchmark_flags_come_in_any_order_and_leave_the_overrides(capsys):
+    flags, overrides = fmnist.parse_args(["progress=false", "--only", "datm_ipc1,mtt_ipc1", "--dataset", "mnist_5k"])
+    assert (flags.dataset, flags.only, flags.report_only, flags.budget_study) == (
+        "mnist_5k",
+        {"datm_ipc1", "mtt_ipc1"},
+        False,
+        False,
+    )
+    assert overrides == ["progress=false"]
+    flags, overrides = fmnist.parse_args(["--budget-study", "--only", "datm_ipc10_zca", "seed=3"])
+    assert flags.budget_study and flags.dataset == "fashion_mnist" and flags.only == {"datm_ipc10_zca"}
+    assert overrides == ["seed=3"]
+    with pytest.raises(SystemExit) as exit_:
+        fmnist.parse_args(["--help"])
+    assert exit_.value.code == 0 and "--budget-study" in capsys.readouterr().out
+    for bad in (["--onyl", "datm_ipc1"], ["--report-only", "--budget-study"], ["--only"]):
+        with pytest.raises(SystemExit) as exit_:
+            fmnist.parse_args(bad)
+        assert exit_.value.code == 2
+    assert "unknown flag --onyl" in capsys.readouterr().err

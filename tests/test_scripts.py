@@ -1226,6 +1226,13 @@ def test_a_zca_variant_whitens_experts_set_and_random_subset_alike(tmp_path, mon
     assert row["inputs"] == "ZCA" and row["width"] == 16 and tuple(row["window"]) == expected
     assert row["test"] == [0.86, 0.01, 3] and row["random_test"] == [0.83, 0.02, 3]
     assert (tmp_path / "budget" / "experts_zcaTrue.json").is_file()
+    # another seed keeps the seed-0 experts of the same inputs: whitened ones, never the benchmark's
+    base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc1_zca_seed2"]
+    del seen["distill"]
+    bench.variant("mtt_ipc1_zca_seed2", fmnist.run_specs(CHOICES)[base], changes)
+    run = seen["distill"]
+    assert run.seed == 2 and run.dataset.zca and run.distill.method == "mtt"
+    assert run.buffers_folder() == seen["experts"].buffers_folder() != bench.config([]).buffers_folder()
 
 
 def test_benchmark_flags_come_in_any_order_and_leave_the_overrides(capsys):

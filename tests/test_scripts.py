@@ -1074,16 +1074,15 @@ def test_an_expert_epochs_variant_trains_its_own_experts_and_takes_the_rules_win
     assert (tmp_path / "budget" / "experts_buffer_epochs10.json").is_file()
 
 
-def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp_path, monkeypatch):
-    bench = fmnist.Benchmark("fashion_mnist", [])
-    bench.work = tmp_path
-    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32"]
-    spec = fmnist.run_specs(CHOICES)[base]
+def fake_own_expert_stages(monkeypatch, tmp_path, curve: list[float], distilled: float, random_: float) -> dict:
+    """Fake the stages of a budget variant that trains its own experts: experts whose validation accuracy per
+    epoch is `curve`, a distillation whose best set is at iteration 50, an evaluation that scores the set
+    `distilled` and the random subset `random_`. Returns the dict where each stage leaves the config it got
+    last ("experts", "distill", "evaluate")."""
     seen = {}
-    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]  # 30 epochs, P = 5
 
     def fake_buffers(cfg):
-        seen["experts"] = (cfg.model.options["width"], cfg.buffers.epochs)
+        seen["experts"] = cfg
         return tmp_path / "experts"
 
     def fake_distill(cfg):
@@ -1093,16 +1092,27 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
     def fake_evaluate(cfg):
         seen["evaluate"] = cfg
         return [
-            {"set": "distilled", "mean": 0.8, "std": 0.01, "runs": 3},
-            {"set": "random", "mean": 0.75, "std": 0.02, "runs": 3},
+            {"set": "distilled", "mean": distilled, "std": 0.01, "runs": 3},
+            {"set": "random", "mean": random_, "std": 0.02, "runs": 3},
         ]
 
     monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
+    return seen
+
+
+def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp_path, monkeypatch):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32"]
+    spec = fmnist.run_specs(CHOICES)[base]
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]  # 30 epochs, P = 5
+    seen = fake_own_expert_stages(monkeypatch, tmp_path, curve, distilled=0.8, random_=0.75)
     row = bench.variant("datm_ipc10_w32", spec, changes)
-    assert seen["experts"] == (32, 30)  # the benchmark's expert length, at width 32
+    experts = seen["experts"]
+    assert (experts.model.options["width"], experts.buffers.epochs) == (32, 30)  # the benchmark's length, width 32
     assert seen["distill"].model.options["width"] == 32 == seen["evaluate"].model.options["width"]
     assert seen["evaluate"].eval.baselines == ["random"]
     expected = fmnist.windows(5, 30, 2)["datm_ipc10"]
@@ -1194,26 +1204,8 @@ def test_a_zca_variant_whitens_experts_set_and_random_subset_alike(tmp_path, mon
     bench.work = tmp_path
     base, changes = fmnist.BUDGET_VARIANTS["datm_ipc50_zca"]
     spec = fmnist.run_specs(CHOICES)[base]
-    seen = {}
     curve = [0.1, 0.5, 0.7, 0.8] + [0.9] * 27  # 30 epochs, P = 4
-
-    def fake_buffers(cfg):
-        seen["experts"] = cfg
-        return tmp_path / "experts"
-
-    def fake_evaluate(cfg):
-        seen["evaluate"] = cfg
-        return [
-            {"set": "distilled", "mean": 0.86, "std": 0.01, "runs": 3},
-            {"set": "random", "mean": 0.83, "std": 0.02, "runs": 3},
-        ]
-
-    monkeypatch.setattr(fmnist, "run_buffers", fake_buffers)
-    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curve)
-    monkeypatch.setattr(
-        fmnist, "distill_to_the_end", lambda cfg: finished_run(seen.setdefault("distill", cfg), 100, skipped=0)
-    )
-    monkeypatch.setattr(fmnist, "run_evaluate", fake_evaluate)
+    seen = fake_own_expert_stages(monkeypatch, tmp_path, curve, distilled=0.86, random_=0.83)
     row = bench.variant("datm_ipc50_zca", spec, changes)
     assert seen["experts"].dataset.zca and seen["distill"].dataset.zca and seen["evaluate"].dataset.zca
     assert not bench.config([]).dataset.zca  # the benchmark's own inputs stay standardised
@@ -1228,7 +1220,6 @@ def test_a_zca_variant_whitens_experts_set_and_random_subset_alike(tmp_path, mon
     assert (tmp_path / "budget" / "experts_zcaTrue.json").is_file()
     # another seed keeps the seed-0 experts of the same inputs: whitened ones, never the benchmark's
     base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc1_zca_seed2"]
-    del seen["distill"]
     bench.variant("mtt_ipc1_zca_seed2", fmnist.run_specs(CHOICES)[base], changes)
     run = seen["distill"]
     assert run.seed == 2 and run.dataset.zca and run.distill.method == "mtt"

@@ -158,6 +158,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from distill.cli import load_config
 from distill.errors import DistillError
@@ -1357,11 +1358,19 @@ def seed_summary(rows: dict[str, dict]) -> list[str]:
     ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit 2), like every other error of the script."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """The command line `argv`, flags in any order, as (flags, Hydra overrides): flags.dataset (str),
     flags.only (set of run or variant names, or None), flags.report_only and flags.budget_study (bool).
     `--help` prints the usage and exits; an unknown flag exits with one line naming it."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="reproduce_fashion_mnist.py",
         description=__doc__.split("\n\nHow every setting")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,7 +10,7 @@ import torch
 from distill.errors import DistillError
 from distill.evaluate.baselines import random_subset
 from distill.evaluate.protocol import Protocol, decay_epoch, lr_at_epoch
-from distill.evaluate.records import make_record, read_records, write_record
+from distill.evaluate.records import inputs_label, make_record, read_records, write_record
 from distill.evaluate.tables import gap_closed, results_table
 from distill.evaluate.train import set_loss, train_and_test
 from distill.io.artifact import load_artifact, save_artifact
@@ -109,6 +109,29 @@ def test_sets_picked_by_different_rules_get_rows_of_their_own():
     assert "| 1 | convnet | datm | best test accuracy | 60.0 ± 0.0 (n=1) |" in table
     assert "| 1 | convnet | datm | best validation accuracy | 50.0 ± 0.0 (n=1) |" in table
     assert "| selection rule |" in table
+
+
+def test_baselines_on_whitened_inputs_keep_files_and_rows_of_their_own(tmp_path):
+    zca = {"preprocess": {"kind": "zca", "zca_eps": 0.1, "statistics": "measured", "sha256": "ab"}}
+    standardised = {"preprocess": {"kind": "standardize", "zca_eps": 0.0, "statistics": "measured", "sha256": "cd"}}
+    stamp = {"finished_at": "2026-01-01T00:00:00+00:00"}
+    records = [
+        _record("random", accuracies=[0.4], extra=standardised),
+        _record("full", accuracies=[0.8], extra=standardised),
+        _record("random", accuracies=[0.3], extra=zca),
+        _record("full", accuracies=[0.7], extra=zca),
+        {**_record(accuracies=[0.9], artifact_sha256="01", extra=standardised), **stamp},  # made again on ZCA:
+        _record(accuracies=[0.5], artifact_sha256="02", extra=zca),
+        _record("distilled", method="mtt", labels="hard", accuracies=[0.6], extra=standardised),
+    ]
+    paths = {write_record(tmp_path, r) for r in records}
+    assert len(paths) == len(records)  # the ZCA baselines overwrite no standardised one
+    assert inputs_label(records[2]) == "ZCA" and inputs_label(_record("random")) == "standardised"
+    table = results_table(read_records(tmp_path), "d")
+    # each set beside the baselines on its own inputs; the newer DATM set (ZCA) replaces the older one
+    assert "| 1 | convnet, ZCA inputs | datm | – | 50.0 ± 0.0 (n=1) | – | 30.0 ± 0.0 (n=1) | 70.0 ± 0.0 (n=1) | 50 % |" in table
+    assert "| 1 | convnet | mtt | – | – | 60.0 ± 0.0 (n=1) | 40.0 ± 0.0 (n=1) | 80.0 ± 0.0 (n=1) | 50 % |" in table
+    assert "90.0" not in table
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,9 @@ def make_record(
 
 
 def record_path(folder: Path, record: dict) -> Path:
-    """A stable file name: the same set, architecture and protocol overwrite their earlier record."""
+    """A stable file name: the same set, architecture, inputs and protocol overwrite their earlier record.
+    (Whitened inputs add themselves to the key, so standardised records keep the names they always had.)"""
+    whitened = [inputs_label(record)] if inputs_label(record) != "standardised" else []
     key = json.dumps(
         [
             record["dataset"],
@@ -104,6 +106,7 @@ def record_path(folder: Path, record: dict) -> Path:
             record.get("model_options") or {},
             record["protocol"],
             record.get("artifact_sha256"),
+            *whitened,
         ],
         sort_keys=True,
     )
@@ -120,7 +123,10 @@ def write_record(folder: Path, record: dict) -> Path:
 
 def cell_key(record: dict) -> tuple:
     """What a table cell shows: the same set kind, method, IPC, labels, architecture and selection rule
-    (a set picked on the test split never replaces one picked on the validation split, nor the reverse)."""
+    (a set picked on the test split never replaces one picked on the validation split, nor the reverse).
+    A baseline's inputs too: the random subset and the full set on whitened inputs sit beside the ones on
+    standardised inputs, each the baseline of the distilled sets made on its inputs. A distilled set's
+    inputs do not: a method's set made again on other inputs replaces the earlier one."""
     return (
         record["set"],
         record["method"],
@@ -128,7 +134,14 @@ def cell_key(record: dict) -> tuple:
         record["labels"],
         architecture_label(record),
         record.get("selection"),
+        None if record["set"] == "distilled" else inputs_label(record),
     )
+
+
+def inputs_label(record: dict) -> str:
+    """How a record's images reached the network: "ZCA" (whitened) or "standardised" (also a record from
+    before the preprocessing was recorded: standardised was the only kind then)."""
+    return "ZCA" if (record.get("preprocess") or {}).get("kind") == "zca" else "standardised"
 
 
 def architecture_label(record: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from distill.evaluate.records import architecture_label, newest_per_cell
+from distill.evaluate.records import architecture_label, inputs_label, newest_per_cell
 from distill.io.atomic import atomic_write, atomic_write_bytes
 
 
@@ -22,14 +22,21 @@ def gap_closed(distilled: float, random: float, full: float) -> float | None:
     return (distilled - random) / (full - random)
 
 
+def network_label(record: dict) -> str:
+    """The architecture column: `architecture_label`, with ", ZCA inputs" for whitened inputs."""
+    whitened = inputs_label(record) == "ZCA"
+    return architecture_label(record) + (", ZCA inputs" if whitened else "")
+
+
 def results_table(records: list[dict], title: str, header_note: str = "") -> str:
-    """A markdown table: per (IPC, architecture, method) distilled soft / hard, random, full and gap closed.
-    Where several records fill one cell, the newest is shown."""
+    """A markdown table: per (IPC, architecture and inputs, method) distilled soft / hard, random, full and
+    gap closed, each set beside the baselines on its own inputs. Where several records fill one cell, the
+    newest is shown."""
     records = newest_per_cell(records)
     by_key: dict = defaultdict(dict)
     random_, full = {}, {}
     for r in records:
-        arch = architecture_label(r)
+        arch = network_label(r)
         if r["set"] == "distilled":
             by_key[(r["ipc"], arch, r["method"], r.get("selection") or "–")][r["labels"]] = r
         elif r["set"] == "random":

@@ -14,8 +14,8 @@ Writes results/<dataset>.md (every cell), results/<dataset>_benchmark.md (choice
 Nothing below depends on the dataset: the same command on another dataset makes its choices by the
 same procedure.
 
-How every setting is chosen (never on the test split, but for DATM's IPC 10 window and the checks' length:
-TEST_INFORMED):
+How every setting is chosen (never on the test split, but for DATM's IPC 10 window, the checks' length and
+the choice of inputs: TEST_INFORMED):
 - A priori, from the budget (configs/experiment/benchmark_cpu.yaml): ConvNet width 16, 4 experts x 30
   epochs of the reference SGD recipe, N = 20 student steps at IPC 50 (IPC 1 and 10: below), M = 2,
   iterations 400 / 300 / 200 at IPC 1 / 10 / 50, student steps on all images (IPC 1), minibatches of 25
@@ -92,6 +92,18 @@ TEST_INFORMED):
   1000 on Fashion-MNIST; MTT, in its own windows, got 100 at IPC 1 and 10. Since pilots are prefixes of
   their runs (below), DATM gets 100 at IPC 10 on Fashion-MNIST (0.781 against 0.778 at 1000) and its run
   no longer peaks early.
+- Inputs, per method (CHOICES_RULE 12): the experts are trained twice, on standardised and on ZCA-whitened
+  inputs (the whitening fitted on the training split once the validation split is carved out; DATM's and
+  MTT's CIFAR configs whiten), each with the windows the rule above picks from its own validation curve,
+  and every lr pilot runs on both. The inputs and lr_img of a method at a pilot IPC are chosen together by
+  the one-standard-error rule over all its pilots, standardised inputs first: whitening is chosen only
+  where its best pilot beats every standardised one by more than one standard error, then its smallest
+  lr_img within one standard error of the best. IPC 50 takes IPC 10's inputs, an ablation DATM's. Every
+  set is evaluated beside a random subset and a full-set baseline on its own inputs. Added after the
+  budget study's ZCA runs (on Fashion-MNIST, DATM at IPC 1 73.0 +- 1.6 % over three seeds against 69.9 +-
+  0.9 standardised, validation 0.746 against 0.726; no gain at IPC 10 or 50, nor for MTT; on MNIST-5k
+  whitening made IPC 1 worse for both, 78.2 against 84.3 %): their test results prompted it, the
+  validation split makes the choice, per dataset, and it is disclosed in TEST_INFORMED.
 - The result of a run is its best set on the validation split, checked at iteration 0 (the set it
   starts from is a candidate, as in the official code's default) and every quarter of the run. An lr
   pilot is the first half of the run it stands for: the same settings (window growth included) and
@@ -162,7 +174,7 @@ from typing import NoReturn
 
 from distill.cli import load_config
 from distill.errors import DistillError
-from distill.evaluate.records import git_commit, newest_per_cell, read_records, write_record
+from distill.evaluate.records import git_commit, inputs_label, newest_per_cell, read_records, write_record
 from distill.io.atomic import atomic_write_bytes, atomic_write_json
 from distill.io.tensors import sha256_file
 from distill.reports.readme import sync_readme
@@ -187,14 +199,18 @@ SYN_STEPS = {1: {"datm": 80, "mtt": 50}, 10: {"datm": 80, "mtt": 80}}
 # images per iteration as N = 20 on all 100 (adopted after the budget study); at IPC 50 a budget cut
 MINIBATCH = {10: 25, 50: 100}
 # choices made by another rule (pilot length, MTT windows, pilot score, N, lr rule, check trainings, DATM's
-# IPC 10 window, check length) are made again
-CHOICES_RULE = 11
+# IPC 10 window, check length, inputs) are made again
+CHOICES_RULE = 12
+# the inputs the pilots try (overrides that select them), in order of preference: whitening (ZCA, as DATM's and
+# MTT's CIFAR configs) is chosen only where it beats standardised inputs by more than one standard error
+INPUTS = {"standardised": [], "ZCA": ["dataset.zca=true"]}
 # what every benchmark report says about the settings that a test result informed
 TEST_INFORMED = (
     "Chosen after seeing test results (on Fashion-MNIST): DATM's IPC 10 window, MTT's fixed [0, 0.4 E) since "
     "CHOICES_RULE 10, where it had grown up to the experts' plateau; the validation split could not tell the "
     "two apart. Prompted by test results: checks as long as the evaluation's training since CHOICES_RULE 11, "
-    "adopted on a validation-only recheck made because validation and test ranked the IPC 50 sets otherwise "
+    "adopted on a validation-only recheck made because validation and test ranked the IPC 50 sets otherwise; "
+    "the choice of inputs (standardised or ZCA) since CHOICES_RULE 12, added after the budget study's ZCA runs "
     "(the script's docstring)."
 )
 # a validation check trains as long as the evaluation does (CHOICES_RULE 11); recorded with each pilot and run,
@@ -447,6 +463,17 @@ def choose_lr(scores: dict[float, float], validation_images: int | None = None) 
     return min(lr for lr, score in scores.items() if score >= best - tolerance - 1e-12)
 
 
+def choose_inputs_and_lr(scores: dict[str, dict[float, float]], validation_images: int) -> tuple[str, float]:
+    """The inputs and lr_img to use, from the pilots' validation accuracy per inputs and lr_img (`scores`):
+    the one-standard-error rule over both (`choose_lr`'s), in order of preference: the first inputs in INPUTS
+    order with an lr_img within one standard error of the best score of all, and its smallest such lr_img.
+    Whitening must beat standardised inputs by more than the validation split can resolve to be chosen."""
+    best = max(score for by_lr in scores.values() for score in by_lr.values())
+    floor = best - standard_error(best, validation_images) - 1e-12
+    inputs = next(i for i in INPUTS if i in scores and max(scores[i].values()) >= floor)
+    return inputs, min(lr for lr, score in scores[inputs].items() if score >= floor)
+
+
 def validation_size(cfg, data=None) -> int:
     """How many validation images the benchmark carves from `cfg.dataset`'s training split (`data`: that
     dataset already loaded; None: loaded here)."""
@@ -513,9 +540,10 @@ def pilot_overrides(ipc: int, method: str, window: tuple[int, int, int, int], lr
     return [f"distill.iterations={pilot_iterations(ipc)}" if o.startswith("distill.iterations=") else o for o in run]
 
 
-def pilot_folder(work: Path, method: str, ipc: int, lr_img: float) -> Path:
-    """Where the lr pilot of `method` ("datm" or "mtt") at `ipc` with `lr_img` runs."""
-    return work / "pilots" / f"{method}_ipc{ipc}_lr{lr_img:g}_it{pilot_iterations(ipc)}"
+def pilot_folder(work: Path, method: str, ipc: int, lr_img: float, inputs: str = "standardised") -> Path:
+    """Where the lr pilot of `method` ("datm" or "mtt") at `ipc` with `lr_img` on `inputs` runs."""
+    whitened = "" if inputs == "standardised" else f"_{inputs.lower()}"
+    return work / "pilots" / f"{method}_ipc{ipc}_lr{lr_img:g}_it{pilot_iterations(ipc)}{whitened}"
 
 
 def pilot_score(summary: dict) -> tuple[float, int]:
@@ -541,27 +569,44 @@ def same_trajectory(a: list[str], b: list[str]) -> bool:
     return settled(a) == settled(b)
 
 
-def run_specs(choices: dict) -> dict[str, tuple[int, str, tuple, float]]:
-    """name -> (IPC, method name for the tables, window, lr_img)."""
-    w = choices["windows"]
+def run_specs(choices: dict) -> dict[str, tuple[int, str, tuple, float, str]]:
+    """name -> (IPC, method name for the tables, window, lr_img, inputs). The window is the one the rule
+    picks from the experts trained on the run's inputs; an ablation takes DATM's inputs and lr_img."""
 
-    def lr(method: str, ipc: int) -> float:  # IPC 50 has no pilots: it takes IPC 10's choice
-        return choices["lr_img"][method][str(1 if ipc == 1 else 10)]
+    def spec(ipc: int, method: str, window_of: str) -> tuple[int, str, tuple, float, str]:
+        pilot = str(1 if ipc == 1 else 10)  # IPC 50 has no pilots: it takes IPC 10's choices
+        kind = run_kind(method)
+        inputs = choices["inputs"][kind][pilot]
+        window = choices["by_inputs"][inputs]["windows"][window_of]
+        return ipc, method, tuple(window), choices["lr_img"][kind][pilot], inputs
 
-    specs = {f"datm_ipc{i}": (i, "datm", tuple(w[f"datm_ipc{i}"]), lr("datm", i)) for i in IPCS}
-    specs |= {f"mtt_ipc{i}": (i, "mtt", tuple(w[f"mtt_ipc{i}"]), lr("mtt", i)) for i in IPCS}
-    specs |= {f"{a.split('-')[0]}_ipc{i}": (i, a, tuple(w[a]), lr("datm", i)) for i in (1, 50) for a in ABLATIONS}
+    specs = {f"{m}_ipc{i}": spec(i, m, f"{m}_ipc{i}") for m in METHODS for i in IPCS}
+    specs |= {f"{a.split('-')[0]}_ipc{i}": spec(i, a, a) for i in (1, 50) for a in ABLATIONS}
     return specs
+
+
+def baselines_of(specs: dict[str, tuple], repeats: dict[str, str]) -> dict[str, list[str]]:
+    """run name -> the baselines its evaluation adds: the random subset with the first run (in `specs`' order)
+    of each IPC and inputs, the full set with the first run on each inputs, so that every set has both on
+    its own inputs. A run in `repeats` (the set of an earlier run) evaluates nothing."""
+    seen: set = set()
+    out = {}
+    for name, (ipc, *_, inputs) in specs.items():
+        if name in repeats:
+            continue
+        out[name] = [kind for kind, key in (("random", (ipc, inputs)), ("full", inputs)) if key not in seen]
+        seen |= {(ipc, inputs), inputs}
+    return out
 
 
 def same_set_as(specs: dict[str, tuple]) -> dict[str, str]:
     """run name -> the earlier run (in `specs`' order) whose set it would make again: same IPC, run kind,
     window and lr_img, so the same overrides but for the method's name in the tables, which no
-    computation reads. IPC 1's early-only window is DATM's own."""
+    computation reads (same inputs too). IPC 1's early-only window is DATM's own."""
     first: dict[tuple, str] = {}
     same = {}
-    for name, (ipc, method, window, lr) in specs.items():
-        key = (ipc, run_kind(method), tuple(window), lr)
+    for name, (ipc, method, window, lr, inputs) in specs.items():
+        key = (ipc, run_kind(method), tuple(window), lr, inputs)
         if key in first:
             same[name] = first[key]
         else:
@@ -609,62 +654,75 @@ class Benchmark:
     def config(self, overrides: list[str]):
         return load_config([*self.base_overrides, *overrides, *self.extra])
 
-    def experts(self) -> tuple[Path, float]:
-        cfg = self.config([])
+    def experts(self, inputs: str = "standardised") -> tuple[Path, float]:
+        """The experts on `inputs` (INPUTS), trained when missing: (their buffer folder, seconds)."""
+        cfg = self.config(INPUTS[inputs])
         started = time.perf_counter()
         folder = run_buffers(cfg)
         # experts trained by an earlier (interrupted) invocation count with their recorded time
         return folder, max(time.perf_counter() - started, expert_train_seconds(folder) or 0.0)
 
-    def choices(self, folder: Path) -> dict:
-        """Plateau, windows and lr_img, chosen on the validation split (stored; reused when resuming)."""
+    def choices(self, folders: dict[str, Path]) -> dict:
+        """Plateau and windows per inputs (from the experts in `folders`, inputs -> buffer folder), and per
+        method and pilot IPC the inputs and lr_img, chosen on the validation split (stored; reused when
+        resuming). The standardised experts' curve, plateau and windows also stand at the top level."""
         path = self.work / "choices.json"
         pilot_lengths = {str(ipc): pilot_iterations(ipc) for ipc in PILOT_IPCS}
+        experts = {inputs: folder.name for inputs, folder in folders.items()}
         if path.is_file():
             stored = json.loads(path.read_text())
             made_alike = (
                 stored.get("pilot_iterations") == pilot_lengths
                 and stored.get("extra", []) == self.shaping_extra
-                # the experts they were made from (choices from before experts were named: as many epochs)
-                and (
-                    stored["experts"] == folder.name
-                    if "experts" in stored
-                    else len(stored.get("validation_accuracy_per_epoch", [])) == self.config([]).buffers.epochs + 1
-                )
+                and {i: facts.get("experts") for i, facts in stored.get("by_inputs", {}).items()} == experts
             )
             if stored.get("rule") == CHOICES_RULE and made_alike:
                 return stored
             path.rename(numbered_aside(path))  # made by another rule or experts: choose again, keep the old
-        cfg = self.config([])
-        curve = validation_curve(cfg, folder)
-        plateau = plateau_epoch(curve)
-        validation_images = validation_size(cfg)
+        by_inputs = {}
+        for inputs, folder in folders.items():
+            cfg = self.config(INPUTS[inputs])
+            curve = validation_curve(cfg, folder)
+            plateau = plateau_epoch(curve)
+            by_inputs[inputs] = {
+                "experts": folder.name,
+                "validation_accuracy_per_epoch": [round(a, 4) for a in curve],
+                "plateau_epoch": plateau,
+                "windows": windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs),
+            }
+        validation_images = validation_size(self.config([]))
         chosen = {
             "rule": CHOICES_RULE,
             "validation_images": validation_images,
             "extra": self.shaping_extra,
-            "experts": folder.name,
-            "validation_accuracy_per_epoch": [round(a, 4) for a in curve],
-            "plateau_epoch": plateau,
-            "windows": windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs),
+            **by_inputs["standardised"],
+            "by_inputs": by_inputs,
             "pilot_iterations": pilot_lengths,
+            "inputs": {},
             "lr_img": {},
             "pilot_scores": {},
             "pilot_best_iteration": {},
             "pilot_seconds": 0.0,
         }
         for method in METHODS:
-            for key in ("lr_img", "pilot_scores", "pilot_best_iteration"):
+            for key in ("inputs", "lr_img", "pilot_scores", "pilot_best_iteration"):
                 chosen[key][method] = {}
             for ipc in PILOT_IPCS:
-                scores, best_at = {}, {}
-                for lr in LR_GRID:
-                    window = chosen["windows"][f"{method}_ipc{ipc}"]
-                    out = pilot_folder(self.work, method, ipc, lr)
-                    scores[lr], best_at[f"{lr:g}"], seconds = self.pilot(out, pilot_overrides(ipc, method, window, lr))
-                    chosen["pilot_seconds"] += seconds
-                chosen["lr_img"][method][str(ipc)] = choose_lr(scores, validation_images)
-                chosen["pilot_scores"][method][str(ipc)] = {f"{lr:g}": round(v, 4) for lr, v in scores.items()}
+                scores: dict[str, dict[float, float]] = {}
+                best_at: dict[str, dict[str, int]] = {}
+                for inputs in by_inputs:
+                    scores[inputs], best_at[inputs] = {}, {}
+                    window = by_inputs[inputs]["windows"][f"{method}_ipc{ipc}"]
+                    for lr in LR_GRID:
+                        out = pilot_folder(self.work, method, ipc, lr, inputs)
+                        overrides = [*pilot_overrides(ipc, method, window, lr), *INPUTS[inputs]]
+                        scores[inputs][lr], best_at[inputs][f"{lr:g}"], seconds = self.pilot(out, overrides)
+                        chosen["pilot_seconds"] += seconds
+                inputs, lr = choose_inputs_and_lr(scores, validation_images)
+                chosen["inputs"][method][str(ipc)], chosen["lr_img"][method][str(ipc)] = inputs, lr
+                chosen["pilot_scores"][method][str(ipc)] = {
+                    i: {f"{lr:g}": round(v, 4) for lr, v in by_lr.items()} for i, by_lr in scores.items()
+                }
                 chosen["pilot_best_iteration"][method][str(ipc)] = best_at
         atomic_write_json(path, chosen)
         return json.loads(path.read_text())  # the stored form (lists, not tuples), as a resumed run sees it
@@ -689,13 +747,14 @@ class Benchmark:
 
     def pilot_to_continue(self, spec: tuple, overrides: list[str], experts: str) -> Path | None:
         """The folder of the finished lr pilot that is the first part of the run with `spec` (IPC, method,
-        window, lr_img) and `overrides` from `experts`: same settings but the length, same experts, run
-        to its end. None when there is none (IPC 50, an ablation's other window, a pilot made otherwise)."""
-        ipc, method, _, lr = spec
+        window, lr_img, inputs) and `overrides` from `experts`: same settings but the length, same experts,
+        run to its end. None when there is none (IPC 50, an ablation's other window, a pilot made otherwise)."""
+        ipc, method, window, lr, inputs = spec
         if ipc not in PILOT_IPCS:
             return None
-        folder = pilot_folder(self.work, run_kind(method), ipc, lr)
-        recorded = finished(folder, self.recorded_as(pilot_overrides(ipc, run_kind(method), spec[2], lr)), experts)
+        folder = pilot_folder(self.work, run_kind(method), ipc, lr, inputs)
+        pilot = [*pilot_overrides(ipc, run_kind(method), window, lr), *INPUTS[inputs]]
+        recorded = finished(folder, self.recorded_as(pilot), experts)
         try:
             summary = json.loads((folder / "summary.json").read_text())
         except (OSError, ValueError):
@@ -709,14 +768,16 @@ class Benchmark:
         )
         return folder if usable else None
 
-    def run(self, name: str, spec: tuple, first: bool) -> tuple[float, float]:
-        """Distil and evaluate one run; returns (distill, evaluate) seconds. A run that finished both in
+    def run(self, name: str, spec: tuple, baselines: list[str]) -> tuple[float, float]:
+        """Distil and evaluate one run (spec: IPC, method, window, lr_img, inputs), with the `baselines`
+        ("random", "full") on its inputs; returns (distill, evaluate) seconds. A run that finished both in
         an earlier invocation with the same settings is not repeated: its recorded seconds are returned."""
-        ipc, method, window, lr = spec
+        ipc, method, window, lr, inputs = spec
         iterations = ITERATIONS[ipc]
         overrides = [
             *run_overrides(ipc, run_kind(method), window, lr, iterations, iterations // 4),
             f"distill.method={method}",
+            *INPUTS[inputs],
         ]
         experts = self.experts_of(overrides)
         recorded = finished(self.work / name, self.recorded_as(overrides), experts)
@@ -737,14 +798,14 @@ class Benchmark:
         before = json.loads(continued.read_text()) if continued.is_file() else None
         distilled = distill_seconds(out, time.perf_counter() - started, before["seconds"] if before else 0.0)
         atomic_write_bytes(ROOT / "results" / f"{self.dataset}_{name}_grid.png", (out / "grid.png").read_bytes())
-        baselines = (["random"] + (["full"] if first else [])) if name.startswith("datm") else []
         modes = ["hard"] if method == "mtt" else ["soft"]
+        full_epochs = step_scaled(cfg.eval.full_epochs, self.train_images) if "full" in baselines else None
         evaluation = dataclasses.replace(
             cfg.eval,
             artifact=str(out),
-            baselines=baselines,
+            baselines=list(baselines),
             label_modes=modes,
-            full_epochs=step_scaled(cfg.eval.full_epochs, self.train_images) if first else cfg.eval.full_epochs,
+            full_epochs=full_epochs or cfg.eval.full_epochs,
         )
         started = time.perf_counter()
         evaluated = evaluate_seconds(run_evaluate(dataclasses.replace(cfg, eval=evaluation)), started)
@@ -756,7 +817,7 @@ class Benchmark:
         return distilled, evaluated
 
     def same_set(self, name: str, spec: tuple, original: str) -> None:
-        """Record run `name` (spec: IPC, method, window, lr_img) as the set of the finished run `original`,
+        """Record run `name` (spec: IPC, method, window, lr_img, inputs) as the set of the finished run `original`,
         which it would repeat (`same_set_as`): the records of the set now in `original`'s folder, copied
         under `name`'s method and marked `same_set_as`, and the tables rebuilt. No second distillation."""
         folder, artifact = ROOT / "results" / "records", self.work / original / "distilled.safetensors"
@@ -821,8 +882,11 @@ class Benchmark:
         EXPERT_SETTINGS: its own experts, `own_experts`, with the window the benchmark's rule picks from
         their validation curve), distilled, selected and evaluated as the benchmark's runs are (a `width`
         variant also evaluates the random subset on its network), its records kept out of the
-        benchmark's tables. Reused when an earlier invocation finished it. Returns its row's values."""
-        ipc, method, window, lr = spec
+        benchmark's tables. Reused when an earlier invocation finished it. A run on whitened inputs is varied
+        on them (its own experts, as a `zca` variant's). Returns its row's values."""
+        ipc, method, window, lr, inputs = spec
+        if inputs == "ZCA" and "zca" not in changes:
+            changes = {"zca": True, **changes}
         kind = run_kind(method)
         lr = changes.get("lr_img", lr)
         iterations = changes.get("iterations", ITERATIONS[ipc])
@@ -898,10 +962,10 @@ def inputs_of(config) -> str:
 
 
 def variant_spec(specs: dict[str, tuple], base: str, changes: dict) -> tuple:
-    """The spec (ipc, method, window, lr_img) a variant of benchmark run `base` starts from: `base`'s, with
+    """The spec (ipc, method, window, lr_img, inputs) a variant of benchmark run `base` starts from: `base`'s, with
     the window of the run that `changes["window_of"]` names, if it names one."""
-    ipc, method, window, lr = specs[base]
-    return ipc, method, specs[changes["window_of"]][2] if "window_of" in changes else window, lr
+    ipc, method, window, lr, inputs = specs[base]
+    return ipc, method, specs[changes["window_of"]][2] if "window_of" in changes else window, lr, inputs
 
 
 def components(settings) -> dict:
@@ -1043,28 +1107,45 @@ def ensure_dataset(dataset: str) -> None:
 
 
 def checks(records: list[dict]) -> list[str]:
-    """Markdown rows per IPC: DATM against the random subset, MTT, the ablation, the gap closed."""
+    """Markdown rows per IPC: DATM against MTT and the random subset, the ablation, the gap closed. Each set is
+    judged against the random subset on its own inputs (a column per inputs in use); the gap closed is DATM's,
+    between the random subset and the full set on DATM's inputs."""
     from distill.evaluate.tables import gap_closed
 
-    cells = {(r["set"], r["method"], r["ipc"]): r["mean"] for r in newest_per_cell(records)}
-    full = next((m for (kind, *_), m in cells.items() if kind == "full"), None)
+    latest = newest_per_cell(records)
+    sets = {(r["method"], r["ipc"]): r for r in latest if r["set"] == "distilled"}
+    random_ = {(r["ipc"], inputs_label(r)): r["mean"] for r in latest if r["set"] == "random"}
+    full = {inputs_label(r): r["mean"] for r in latest if r["set"] == "full"}
     rows = []
     for ipc in IPCS:
-        datm, random_, mtt = (
-            cells.get(k) for k in (("distilled", "datm", ipc), ("random", "random", ipc), ("distilled", "mtt", ipc))
-        )
-        if datm is None or random_ is None:
+        datm, mtt = sets.get(("datm", ipc)), sets.get(("mtt", ipc))
+        if datm is None or (ipc, inputs_label(datm)) not in random_:
             continue
-        gap = gap_closed(datm, random_, full) if full is not None else None
-        ablation = " / ".join(
-            f"{100 * cells[k]:.1f}" if k in cells else "–" for k in (("distilled", a, ipc) for a in ABLATIONS)
+        floor = random_[(ipc, inputs_label(datm))]
+        own = {inputs_label(s): random_.get((ipc, inputs_label(s))) for s in (datm, mtt) if s is not None}
+        shown = " / ".join(
+            ("–" if value is None else f"{100 * value:.1f}") + (f" ({inputs})" if len(own) > 1 else "")
+            for inputs, value in own.items()
         )
-        order = "yes" if mtt is not None and datm > mtt > random_ else "**no**"
+        above = mtt is not None and datm["mean"] > mtt["mean"]
+        above = above and all(
+            own.get(inputs_label(s)) is not None and s["mean"] > own[inputs_label(s)] for s in (datm, mtt)
+        )
+        gap = gap_closed(datm["mean"], floor, full[inputs_label(datm)]) if inputs_label(datm) in full else None
+        ablation = " / ".join(
+            f"{100 * sets[k]['mean']:.1f}" if k in sets else "–" for k in ((a, ipc) for a in ABLATIONS)
+        )
+        datm_cell, mtt_cell = ("–" if s is None else f"{100 * s['mean']:.1f}" + whitened(s) for s in (datm, mtt))
         rows.append(
-            f"| {ipc} | {100 * datm:.1f} | {'–' if mtt is None else f'{100 * mtt:.1f}'} | "
-            f"{100 * random_:.1f} | {order} | {'–' if gap is None else f'{100 * gap:.0f} %'} | {ablation} |"
+            f"| {ipc} | {datm_cell} | {mtt_cell} | {shown} | {'yes' if above else '**no**'} | "
+            f"{'–' if gap is None else f'{100 * gap:.0f} %'} | {ablation} |"
         )
     return rows
+
+
+def whitened(record: dict) -> str:
+    """ " (ZCA)" after a figure measured on whitened inputs, else nothing."""
+    return " (ZCA)" if inputs_label(record) == "ZCA" else ""
 
 
 PUBLISHED = {"fashion_mnist": {"random": (51.4, 73.8, 82.5), "DSA": (70.6, 84.6, 88.7), "full": 93.5}}
@@ -1080,7 +1161,7 @@ def write_report(
     """results/<dataset>_benchmark.md: choices, checks against the published figures, timings; README sync."""
     records = read_records(ROOT / "results" / "records", bench.dataset)
     latest = newest_per_cell(records)
-    full = next((r for r in latest if r["set"] == "full"), None)
+    full = {inputs_label(r): r for r in latest if r["set"] == "full"}
     cfg = bench.config([])
     lines = [
         f"# {bench.dataset} CPU benchmark",
@@ -1100,31 +1181,34 @@ def write_report(
         "",
     ]
     if choices:
+        lines += ["## Choices made on the validation split", ""]
         lines += [
-            "## Choices made on the validation split",
-            "",
-            f"Experts' mean validation accuracy per epoch: {choices['validation_accuracy_per_epoch']}; "
-            f"plateau epoch P = {choices['plateau_epoch']}.  ",
-            "Pilot validation accuracy by method, IPC and lr_img, the best of its run's checks that it reaches "
-            f"({', '.join(f'IPC {i}: {pilot_iterations(i)}' for i in PILOT_IPCS)} iterations): "
+            f"Experts on {inputs} inputs, mean validation accuracy per epoch: "
+            f"{facts['validation_accuracy_per_epoch']}; plateau epoch P = {facts['plateau_epoch']}.  "
+            for inputs, facts in choices["by_inputs"].items()
+        ]
+        lines += [
+            "Pilot validation accuracy by method, IPC, inputs and lr_img, the best of its run's checks that it "
+            f"reaches ({', '.join(f'IPC {i}: {pilot_iterations(i)}' for i in PILOT_IPCS)} iterations): "
             f"{json.dumps(choices['pilot_scores'])}, at iterations "
-            f"{json.dumps(choices.get('pilot_best_iteration', {}))}; chosen, the smallest lr_img within one "
-            f"standard error of the best score on {choices.get('validation_images', '?')} validation images: "
-            f"{json.dumps(choices['lr_img'])}.",
+            f"{json.dumps(choices.get('pilot_best_iteration', {}))}; chosen, by the one-standard-error rule on "
+            f"{choices.get('validation_images', '?')} validation images (standardised inputs before ZCA, then the "
+            f"smallest lr_img within one standard error of the best score): inputs {json.dumps(choices['inputs'])}, "
+            f"lr_img {json.dumps(choices['lr_img'])}.",
             "",
-            "| run | IPC | labels | window of t | lr_img | iterations | N | images per step |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | IPC | labels | inputs | window of t | lr_img | iterations | N | images per step |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         specs = run_specs(choices)
         repeats = same_set_as(specs)
-        for name, (ipc, method, window, lr) in specs.items():
+        for name, (ipc, method, window, lr, inputs) in specs.items():
             kind = run_kind(method)
             labels = "hard (MTT)" if kind == "mtt" else "soft (learned)"
             steps = student_steps(ipc, kind, cfg.distill.syn_steps)
             run = f"{name} (the set of {repeats[name]})" if name in repeats else name
             lines.append(
-                f"| {run} | {ipc} | {labels} | {window_text(window)} | {lr:g} | {ITERATIONS[ipc]} | {steps} | "
-                f"{MINIBATCH.get(ipc, 'all')} |"
+                f"| {run} | {ipc} | {labels} | {inputs} | {window_text(window)} | {lr:g} | {ITERATIONS[ipc]} | "
+                f"{steps} | {MINIBATCH.get(ipc, 'all')} |"
             )
     lines += [
         "",
@@ -1136,10 +1220,13 @@ def write_report(
         *checks(records),
         "",
     ]
-    if full is not None:
+    if full:
+        on = {inputs: f"{100 * r['mean']:.1f} % on {inputs} inputs" for inputs, r in sorted(full.items())}
+        some = next(iter(full.values()))
         lines.append(
-            f"Full-set baseline: {100 * full['mean']:.1f} % after {full['protocol']['epochs']} epochs "
-            f"(n={full['runs']}); gap closed is measured against it."
+            f"Full-set baseline: {', '.join(on.values())}, after {some['protocol']['epochs']} epochs "
+            f"(n={some['runs']}); "
+            "gap closed is measured against the one on DATM's inputs."
         )
     published = PUBLISHED.get(bench.dataset)
     if published:
@@ -1185,30 +1272,28 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     bench.experts()  # the benchmark's experts: reused, trained only when missing
     choices = json.loads(choices_path.read_text())
     specs = run_specs(choices)
-    config = bench.config([])
-    defaults = config.distill
+    defaults = bench.config([]).distill
     latest = newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
     benchmark_records = {(r["method"], r["ipc"]): r for r in latest if r["set"] == "distilled"}
-    random_records = {r["ipc"]: r for r in latest if r["set"] == "random"}
+    random_records = {(r["ipc"], inputs_label(r)): r for r in latest if r["set"] == "random"}
     rows: dict[str, dict] = {}
     for name, (base, changes) in BUDGET_VARIANTS.items():
         if only is not None and name not in only:
             continue
         if base not in rows and (bench.work / base / TIMING_FILE).is_file():
             recorded = json.loads((bench.work / base / TIMING_FILE).read_text())
-            ipc = specs[base][0]
-            record, random_ = benchmark_records.get((specs[base][1], ipc)), random_records.get(ipc)
+            ipc, method, window, lr, inputs = specs[base]
+            config = bench.config(INPUTS[inputs])
+            record, random_ = benchmark_records.get((method, ipc)), random_records.get((ipc, inputs))
             rows[base] = {
                 **recorded,
                 **run_facts(bench.work / base),
-                **components(
-                    bench.config(run_overrides(ipc, run_kind(specs[base][1]), *specs[base][2:4], 1, 1)).distill
-                ),
+                **components(bench.config(run_overrides(ipc, run_kind(method), window, lr, 1, 1)).distill),
                 "test": [record["mean"], record["std"], record["runs"]] if record else None,
                 "random_test": [random_["mean"], random_["std"], random_["runs"]] if random_ else None,
                 "commit": ((record or {}).get("git_commit") or "")[:7],
                 "iterations": ITERATIONS[ipc],
-                "lr_img": specs[base][3],
+                "lr_img": lr,
                 "syn_steps": syn_steps_of(recorded["overrides"], defaults.syn_steps),
                 "batch_syn": batch_of(recorded["overrides"]),
                 "lr_lr": defaults.lr_lr,
@@ -1216,9 +1301,9 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
                 "expert_epochs": config.buffers.epochs,
                 "width": config.model.options["width"],
                 "inputs": inputs_of(config),
-                "window": list(specs[base][2]),
+                "window": list(window),
                 "target_accuracy": target_accuracy(
-                    choices["validation_accuracy_per_epoch"], specs[base][2], defaults.expert_epochs
+                    choices["by_inputs"][inputs]["validation_accuracy_per_epoch"], window, defaults.expert_epochs
                 ),
             }
         row = bench.variant(name, variant_spec(specs, base, changes), changes)
@@ -1408,23 +1493,24 @@ def main(argv: list[str]) -> None:
         choices = json.loads(path.read_text()) if path.is_file() else None
         write_report(bench, choices, {}, [*dataset_args, "--report-only", *extra])
         return
-    started, timings = time.perf_counter(), {}
-    folder, timings["experts"] = bench.experts()
+    started, timings, folders = time.perf_counter(), {}, {}
+    for inputs in INPUTS:
+        stage = "experts" + ("" if inputs == "standardised" else f" ({inputs})")
+        folders[inputs], timings[stage] = bench.experts(inputs)
     t0 = time.perf_counter()
-    choices = bench.choices(folder)
+    choices = bench.choices(folders)
     # pilots run by an earlier invocation count with their recorded time
-    timings["choices (validation curve, lr pilots)"] = max(time.perf_counter() - t0, choices.get("pilot_seconds", 0.0))
-    first = True
+    timings["choices (validation curves, pilots)"] = max(time.perf_counter() - t0, choices.get("pilot_seconds", 0.0))
     specs = run_specs(choices)
     repeats = same_set_as(specs)
+    baselines = baselines_of(specs, repeats)
     for name, spec in specs.items():
         if only is not None and name not in only:
             continue
         if name in repeats:
             bench.same_set(name, spec, repeats[name])
             continue
-        timings[f"distill {name}"], timings[f"evaluate {name}"] = bench.run(name, spec, first)
-        first = False
+        timings[f"distill {name}"], timings[f"evaluate {name}"] = bench.run(name, spec, baselines[name])
     timings["total"] = sum(timings.values())
     write_report(
         bench,

@@ -67,13 +67,23 @@ def test_readme_tables_are_the_committed_results_files():
         assert (ROOT / path).is_file(), f"the README copies {path}, which no script has written"
 
 
-CHOICES = {
-    "windows": fmnist.windows(4, 10, 2),
-    "lr_img": {"datm": {"1": 10.0, "10": 100.0}, "mtt": {"1": 100.0, "10": 1000.0}},
-}
+def choices_with(windows: dict, inputs: dict | None = None, zca_windows: dict | None = None) -> dict:
+    """Stored choices with these standardised `windows` (at the top level too, as stored), ZCA experts'
+    `zca_windows` (default: a plateau of 2) and `inputs` per method and pilot IPC (default: standardised)."""
+    zca_windows = zca_windows or fmnist.windows(2, 10, 2)
+    standardised = {"standardised": {"windows": windows, "validation_accuracy_per_epoch": [0.1] * 11}}
+    return {
+        "windows": windows,
+        "by_inputs": {**standardised, "ZCA": {"windows": zca_windows, "validation_accuracy_per_epoch": [0.2] * 11}},
+        "inputs": inputs or {m: {"1": "standardised", "10": "standardised"} for m in ("datm", "mtt")},
+        "lr_img": {"datm": {"1": 10.0, "10": 100.0}, "mtt": {"1": 100.0, "10": 1000.0}},
+    }
+
+
+CHOICES = choices_with(fmnist.windows(4, 10, 2))
 # the choices of CHOICES_RULE 9, whose DATM IPC 10 window grew from [0, P/2) to [0, P): the budget study's
 # component variants were measured against it
-GROWING_CHOICES = {**CHOICES, "windows": {**CHOICES["windows"], "datm_ipc10": (0, 2, 4, 2)}}
+GROWING_CHOICES = choices_with({**CHOICES["windows"], "datm_ipc10": (0, 2, 4, 2)})
 
 
 def test_plateau_is_where_the_experts_made_most_of_their_gain():
@@ -120,18 +130,48 @@ def test_a_lead_within_one_standard_error_goes_to_the_smaller_lr():
     assert fmnist.choose_lr({10.0: 0.70, 100.0: 0.71, 1000.0: 0.705}, validation_images=1000) == 10.0
 
 
+def test_inputs_are_whitened_only_where_that_leads_by_more_than_one_standard_error():
+    level = {"standardised": {10.0: 0.70, 100.0: 0.72}, "ZCA": {10.0: 0.71, 100.0: 0.73}}
+    # 0.72 is within one standard error (0.014) of 0.73, 0.70 is not: the best of all sets the floor
+    assert fmnist.choose_inputs_and_lr(level, 1000) == ("standardised", 100.0)
+    ahead = {"standardised": {10.0: 0.70, 100.0: 0.72}, "ZCA": {10.0: 0.70, 100.0: 0.745, 1000.0: 0.75}}
+    assert fmnist.choose_inputs_and_lr(ahead, 1000) == ("ZCA", 100.0)  # 0.72 < 0.75 - 0.0137 <= 0.745
+    assert fmnist.choose_inputs_and_lr(ahead, 100) == ("standardised", 100.0)  # fewer images: 0.043 tolerance
+    assert fmnist.choose_inputs_and_lr({"ZCA": {10.0: 0.5}}, 1000) == ("ZCA", 10.0)  # the only inputs tried
+
+
+def test_every_set_is_evaluated_beside_baselines_on_its_own_inputs():
+    inputs = {"datm": {"1": "ZCA", "10": "standardised"}, "mtt": {"1": "standardised", "10": "standardised"}}
+    specs = fmnist.run_specs(choices_with(fmnist.windows(4, 10, 2), inputs))
+    repeats = fmnist.same_set_as(specs)
+    baselines = fmnist.baselines_of(specs, repeats)
+    assert repeats == {"early_ipc1": "datm_ipc1"} and "early_ipc1" not in baselines
+    assert baselines["datm_ipc1"] == ["random", "full"]  # the first run on ZCA inputs
+    assert baselines["datm_ipc10"] == ["random", "full"]  # the first on standardised inputs
+    assert baselines["datm_ipc50"] == ["random"]
+    assert baselines["mtt_ipc1"] == ["random"]  # IPC 1 on standardised inputs: MTT's own
+    assert baselines["mtt_ipc10"] == baselines["late_ipc1"] == baselines["late_ipc50"] == []
+    # all on standardised inputs: the benchmark's baselines as before, with DATM's runs
+    plain = fmnist.run_specs(CHOICES)
+    assert {k: v for k, v in fmnist.baselines_of(plain, fmnist.same_set_as(plain)).items() if v} == {
+        "datm_ipc1": ["random", "full"],
+        "datm_ipc10": ["random"],
+        "datm_ipc50": ["random"],
+    }
+
+
 def test_benchmark_covers_the_issue_grid():
     specs = fmnist.run_specs(CHOICES)
-    assert {(ipc, m) for ipc, m, _, _ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
-    assert {(ipc, m) for ipc, m, _, _ in specs.values()} >= {(i, m) for i in (1, 50) for m in fmnist.ABLATIONS}
-    chosen = {(ipc, m == "mtt"): lr for ipc, m, _, lr in specs.values()}
+    assert {(ipc, m) for ipc, m, *_ in specs.values()} >= {(i, m) for i in (1, 10, 50) for m in ("datm", "mtt")}
+    assert {(ipc, m) for ipc, m, *_ in specs.values()} >= {(i, m) for i in (1, 50) for m in fmnist.ABLATIONS}
+    chosen = {(ipc, m == "mtt"): lr for ipc, m, _, lr, _ in specs.values()}
     expected = {(1, False): 10.0, (10, False): 100.0, (50, False): 100.0, (1, True): 100.0, (10, True): 1000.0}
     assert chosen == {**expected, (50, True): 1000.0}
 
 
 @pytest.mark.parametrize("name", sorted(fmnist.run_specs(CHOICES)))
 def test_benchmark_runs_compose_and_validate(name):
-    ipc, method, window, lr = fmnist.run_specs(CHOICES)[name]
+    ipc, method, window, lr, _ = fmnist.run_specs(CHOICES)[name]
     bench = fmnist.Benchmark("fashion_mnist", [])
     overrides = fmnist.run_overrides(ipc, fmnist.run_kind(method), window, lr, fmnist.ITERATIONS[ipc], 50)
     cfg = bench.config([*overrides, f"distill.method={method}", "paths.distill=/nonexistent"])
@@ -158,7 +198,9 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     (tmp_path / "results" / "records").mkdir(parents=True)
     (tmp_path / "README.md").write_text("# readme\n")
     monkeypatch.setattr(fmnist, "ROOT", tmp_path)
-    choices = {**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11, "plateau_epoch": 4, "pilot_scores": {}}
+    choices = {**CHOICES, "pilot_scores": {}}
+    for facts in choices["by_inputs"].values():
+        facts["plateau_epoch"] = 4
     fmnist.write_report(fmnist.Benchmark("fashion_mnist", []), choices, {"total": 60.0}, [])
     lines = (tmp_path / "results" / "fashion_mnist_benchmark.md").read_text().splitlines()
     assert any("a check averages 3 trainings of 500 epochs" in line for line in lines)
@@ -167,7 +209,8 @@ def test_the_benchmark_report_gives_each_runs_student_steps(tmp_path, monkeypatc
     informed = next(line for line in lines if line.startswith("Chosen after seeing test results"))
     assert "IPC 10 window" in informed and "checks as long as the evaluation" in informed
     header = next(line for line in lines if line.startswith("| run | IPC | labels"))
-    assert header.rstrip(" |").endswith("| N | images per step")
+    assert header.rstrip(" |").endswith("| N | images per step") and "| labels | inputs |" in header
+    assert any(line.startswith("Experts on ZCA inputs, mean validation accuracy per epoch") for line in lines)
     rows = [line.rstrip(" |").split(" | ") for line in lines if "(MTT) |" in line or "(learned) |" in line]
     steps = {cells[0].removeprefix("| "): (int(cells[-2]), cells[-1]) for cells in rows}
     assert steps == {
@@ -182,8 +225,10 @@ def test_a_run_that_would_repeat_an_earlier_runs_set_is_named_not_run_twice():
     specs = fmnist.run_specs(CHOICES)
     assert specs["early_ipc1"][2] == specs["datm_ipc1"][2]  # IPC 1's early-only window is DATM's own
     assert fmnist.same_set_as(specs) == {"early_ipc1": "datm_ipc1"}
-    specs |= {"early_ipc1": (1, "early-only", specs["early_ipc1"][2], 100.0)}  # DATM's IPC 1 lr_img is 10
+    specs |= {"early_ipc1": (1, "early-only", specs["early_ipc1"][2], 100.0, "standardised")}  # DATM's is 10
     assert fmnist.same_set_as(specs) == {}  # another lr_img: another set
+    specs |= {"early_ipc1": (1, "early-only", specs["early_ipc1"][2], 10.0, "ZCA")}
+    assert fmnist.same_set_as(specs) == {}  # other inputs: another set
 
 
 def test_a_repeated_set_gets_the_records_of_the_set_now_in_its_originals_folder(tmp_path, monkeypatch):
@@ -254,20 +299,42 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
     (tmp_path / "choices.json").write_text(json.dumps({"lr_img": {}, "pilot_iterations": {"1": 60, "10": 60}}))
-    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
+    # the standardised experts plateau at epoch 7, the whitened ones at epoch 1
+    curves = {False: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.8], True: [0.1, 0.8, 0.8, 0.8, 0.8, 0.8]}
+    monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: curves[cfg.dataset.zca])
     monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     pilots = []
 
     def fake_pilot(out, overrides):
         pilots.append((out.name, overrides))
-        return (0.5 if "distill.lr_img=100.0" in overrides else 0.4), 50, 1.0
+        if out.name.startswith("datm_ipc1_") and out.name.endswith("_zca"):  # ZCA helps DATM at IPC 1 only
+            return {"10": 0.4, "100": 0.55, "1000": 0.56}[out.name.split("_lr")[1].split("_")[0]], 50, 1.0
+        base = 0.5 if "distill.lr_img=100.0" in overrides else 0.4
+        return base + (0.01 if "dataset.zca=true" in overrides else 0.0), 50, 1.0  # within one standard error
 
     monkeypatch.setattr(bench, "pilot", fake_pilot)
-    chosen = bench.choices(tmp_path)
+    folders = {"standardised": tmp_path / "std", "ZCA": tmp_path / "zca"}
+    chosen = bench.choices(folders)
     assert chosen["pilot_iterations"] == {"1": 200, "10": 150} and chosen["lr_img"]["datm"] == {"1": 100.0, "10": 100.0}
     assert chosen["validation_images"] == 1000  # 0.5 against 0.4 is outside one standard error (0.016) of 1000
-    assert chosen["pilot_best_iteration"]["mtt"]["10"] == {"10": 50, "100": 50, "1000": 50}
-    assert "datm_ipc10_lr100_it150" in {name for name, _ in pilots}
+    # whitening wins where it leads by more than one standard error, and its smallest lr_img within one of the best
+    assert chosen["inputs"] == {
+        "datm": {"1": "ZCA", "10": "standardised"},
+        "mtt": {"1": "standardised", "10": "standardised"},
+    }
+    assert chosen["pilot_scores"]["datm"]["1"]["ZCA"] == {"10": 0.4, "100": 0.55, "1000": 0.56}
+    assert chosen["pilot_best_iteration"]["mtt"]["10"]["ZCA"] == {"10": 50, "100": 50, "1000": 50}
+    assert {name for name, _ in pilots} >= {"datm_ipc10_lr100_it150", "datm_ipc10_lr100_it150_zca"}
+    # each inputs' pilots in the window its own experts give, on those inputs
+    assert chosen["plateau_epoch"] == chosen["by_inputs"]["standardised"]["plateau_epoch"] == 7
+    assert chosen["by_inputs"]["ZCA"]["plateau_epoch"] == 1
+    datm_ipc1 = {name: o for name, o in pilots if name.startswith("datm_ipc1_")}
+    assert all(("distill.max_start_epoch=2" in o) == name.endswith("_zca") for name, o in datm_ipc1.items())
+    assert all(("dataset.zca=true" in o) == name.endswith("_zca") for name, o in pilots)
+    specs = fmnist.run_specs(chosen)
+    assert specs["datm_ipc1"][3:] == specs["late_ipc1"][3:] == (100.0, "ZCA")
+    assert specs["mtt_ipc1"][4] == specs["datm_ipc50"][4] == "standardised"
+    assert specs["late_ipc1"][2] == tuple(chosen["by_inputs"]["ZCA"]["windows"]["late-only"])  # ZCA experts' rule
     assert all(
         f"distill.iterations={fmnist.pilot_iterations(int(n.split('ipc')[1].split('_')[0]))}" in o for n, o in pilots
     )
@@ -275,11 +342,11 @@ def test_choices_made_by_another_pilot_rule_are_made_again(tmp_path, monkeypatch
     mtt_pilots = {name: o for name, o in pilots if name.startswith("mtt_ipc1_")}
     assert mtt_pilots and all("distill.max_start_epoch=1" in o for o in mtt_pilots.values())  # MTT's own window
     monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("stored choices of this rule are reused"))
-    assert bench.choices(tmp_path) == chosen
+    assert bench.choices(folders) == chosen
     # choices of the current pilot length but an earlier rule (MTT over the whole trajectory) are made again
     (tmp_path / "choices.json").write_text(json.dumps({**chosen, "rule": fmnist.CHOICES_RULE - 1}))
     monkeypatch.setattr(bench, "pilot", fake_pilot)
-    assert bench.choices(tmp_path)["rule"] == fmnist.CHOICES_RULE
+    assert bench.choices(folders)["rule"] == fmnist.CHOICES_RULE
     assert json.loads((tmp_path / "choices.superseded-2.json").read_text())["rule"] == fmnist.CHOICES_RULE - 1
     assert json.loads((tmp_path / "choices.superseded-1.json").read_text())["pilot_iterations"]["1"] == 60  # kept
 
@@ -354,22 +421,36 @@ def test_the_run_at_a_pilots_lr_goes_on_from_the_pilots_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
     monkeypatch.setattr(fmnist, "run_evaluate", lambda cfg: [])
-    seconds, _ = bench.run("datm_ipc10", (10, "datm", window, 100.0), first=False)
+    seconds, _ = bench.run("datm_ipc10", (10, "datm", window, 100.0, "standardised"), [])
     assert started_from == [b"state at 150"] and seconds == pytest.approx(70.0)  # charged its second half
     assert fmnist.continued_pilot(bench.work / "datm_ipc10") == pilot.name
     # another lr_img, an ablation's name (another run key) or IPC 50 (no pilots): a run from the start
-    bench.run("datm_ipc10_lr1000", (10, "datm", window, 1000.0), first=False)
-    bench.run("late_ipc10", (10, "late-only", window, 100.0), first=False)
-    seconds, _ = bench.run("datm_ipc50", (50, "datm", window, 100.0), first=False)
-    assert started_from[1:] == [None, None, None] and seconds == pytest.approx(70.0)
+    bench.run("datm_ipc10_lr1000", (10, "datm", window, 1000.0, "standardised"), [])
+    bench.run("late_ipc10", (10, "late-only", window, 100.0, "standardised"), [])
+    bench.run("datm_ipc10_zca", (10, "datm", window, 100.0, "ZCA"), [])  # its pilot was on standardised inputs
+    seconds, _ = bench.run("datm_ipc50", (50, "datm", window, 100.0, "standardised"), [])
+    assert started_from[1:] == [None, None, None, None] and seconds == pytest.approx(70.0)
     assert fmnist.continued_pilot(bench.work / "late_ipc10") is None
     # a pilot that the skip limit stopped, or one made from other experts, is no first half either
     (pilot / "summary.json").write_text(json.dumps({"iterations": 120, "stopped_early": "skipped"}))
     run_overrides = [*fmnist.run_overrides(10, "datm", window, 100.0, 300, 75), "distill.method=datm"]
-    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, experts) is None
+    assert bench.pilot_to_continue((10, "datm", window, 100.0, "standardised"), run_overrides, experts) is None
     (pilot / "summary.json").write_text(json.dumps({"iterations": 150, "seconds_in_all": 60.0}))
-    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, experts) == pilot
-    assert bench.pilot_to_continue((10, "datm", window, 100.0), run_overrides, "convnet_other") is None
+    assert bench.pilot_to_continue((10, "datm", window, 100.0, "standardised"), run_overrides, experts) == pilot
+    assert bench.pilot_to_continue((10, "datm", window, 100.0, "standardised"), run_overrides, "convnet_x") is None
+    # a run on whitened inputs goes on from its pilot on whitened inputs, from the whitened experts
+    zca_pilot = fmnist.pilot_folder(bench.work, "datm", 10, 100.0, "ZCA")
+    assert zca_pilot.name == pilot.name + "_zca"
+    whitened = [*pilot_overrides, "dataset.zca=true"]
+    zca_experts = bench.experts_of(whitened)
+    assert zca_experts != experts
+    zca_pilot.mkdir(parents=True)
+    (zca_pilot / "checkpoint.pt").write_bytes(b"whitened state at 150")
+    (zca_pilot / "summary.json").write_text(json.dumps({"iterations": 150, "seconds_in_all": 60.0}))
+    timing = {"overrides": bench.recorded_as(whitened), "experts": zca_experts, "distill": 62.0}
+    (zca_pilot / fmnist.TIMING_FILE).write_text(json.dumps(timing))
+    bench.run("datm_ipc10_zca2", (10, "datm", window, 100.0, "ZCA"), [])
+    assert started_from[-1] == b"whitened state at 150"
 
 
 def test_gpu_recipe_scripts_run_the_paper_recipe_for_known_datasets():
@@ -467,6 +548,25 @@ def test_benchmark_checks_judge_datm_against_mtt_and_random():
     ]
 
 
+def test_benchmark_checks_judge_each_set_against_the_random_subset_on_its_inputs():
+    zca = {"preprocess": {"kind": "zca"}}
+    records = [
+        {**_record("distilled", "datm", 1, "soft", 0.72, "1"), **zca},
+        _record("distilled", "mtt", 1, "hard", 0.70, "1"),
+        {**_record("random", "random", 1, "hard", 0.50, "1"), **zca},
+        _record("random", "random", 1, "hard", 0.52, "1"),
+        _record("full", "full", None, "hard", 0.90, "1"),
+        {**_record("full", "full", None, "hard", 0.82, "1"), **zca},
+    ]
+    # the gap closed between the random subset and the full set on DATM's inputs: (72 - 50) / (82 - 50)
+    assert fmnist.checks(records) == [
+        "| 1 | 72.0 (ZCA) | 70.0 | 50.0 (ZCA) / 52.0 (standardised) | yes | 69 % | – / – |"
+    ]
+    assert fmnist.checks(records[:3] + records[4:]) == [  # no random subset on MTT's inputs: not judged yes
+        "| 1 | 72.0 (ZCA) | 70.0 | 50.0 (ZCA) / – (standardised) | **no** | 69 % | – / – |"
+    ]
+
+
 def test_resumed_experts_are_charged_their_recorded_training_time(tmp_path):
     import json
 
@@ -522,14 +622,14 @@ def test_benchmark_counts_a_run_stopped_by_the_skip_limit_as_finished(tmp_path, 
 def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
-    spec = (1, "datm", (0, 2, 2, 1), 100.0)
+    spec = (1, "datm", (0, 2, 2, 1), 100.0, "standardised")
     overrides = [*fmnist.run_overrides(1, "datm", spec[2], 100.0, 400, 100), "distill.method=datm"]
     (tmp_path / "datm_ipc1").mkdir()
     recorded = {"overrides": overrides, "distill": 88.5, "evaluate": 12.0}
     (tmp_path / "datm_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(recorded))
     monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a finished run is not repeated"))
     monkeypatch.setattr(fmnist, "run_evaluate", lambda _cfg: pytest.fail("a finished run is not re-evaluated"))
-    assert bench.run("datm_ipc1", spec, first=True) == (88.5, 12.0)
+    assert bench.run("datm_ipc1", spec, ["random", "full"]) == (88.5, 12.0)
 
     class Ran(Exception):
         pass
@@ -539,11 +639,11 @@ def test_benchmark_reuses_a_finished_run_with_its_recorded_seconds(tmp_path, mon
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", ran)
     with pytest.raises(Ran):  # other settings (here lr_img) than the recorded run's: it runs again
-        bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0), first=True)
+        bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 1000.0, "standardised"), ["random", "full"])
 
 
 def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(tmp_path, monkeypatch):
-    spec = (1, "datm", (0, 2, 2, 1), 100.0)
+    spec = (1, "datm", (0, 2, 2, 1), 100.0, "standardised")
     overrides = [*fmnist.run_overrides(1, "datm", spec[2], 100.0, 400, 100), "distill.method=datm"]
     (tmp_path / "datm_ipc1").mkdir()
     recorded = {"overrides": overrides, "distill": 88.5, "evaluate": 12.0}
@@ -551,7 +651,7 @@ def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(
     monkeypatch.setattr(fmnist, "run_distill", lambda _cfg: pytest.fail("a finished run is not repeated"))
     shown_only = fmnist.Benchmark("fashion_mnist", ["progress=false", "logger.mode=disabled"])
     shown_only.work = tmp_path
-    assert shown_only.run("datm_ipc1", spec, first=True) == (88.5, 12.0)  # display settings: reused
+    assert shown_only.run("datm_ipc1", spec, ["random", "full"]) == (88.5, 12.0)  # display settings: reused
 
     longer = fmnist.Benchmark("fashion_mnist", ["progress=false", "buffers.epochs=30"])
     longer.work = tmp_path
@@ -563,7 +663,7 @@ def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     with pytest.raises(fmnist.DistillError, match="stop here"):
-        longer.run("datm_ipc1", spec, first=True)
+        longer.run("datm_ipc1", spec, ["random", "full"])
     assert seen == [30]  # made again, from the longer experts, and the old run kept aside
     assert json.loads((tmp_path / "datm_ipc1.superseded-1" / fmnist.TIMING_FILE).read_text()) == recorded
     started = json.loads((tmp_path / "datm_ipc1" / fmnist.STARTED_FILE).read_text())["overrides"]
@@ -576,16 +676,17 @@ def test_a_run_or_choice_made_without_the_users_shaping_overrides_is_made_again(
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1, 0.5, 0.7, 0.8, 0.8, 0.8])
     monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     monkeypatch.setattr(longer, "pilot", lambda out, o: (0.5, 50, 1.0))
-    assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
+    folders = {"standardised": tmp_path / "a", "ZCA": tmp_path / "b"}
+    assert longer.choices(folders)["extra"] == ["buffers.epochs=30"]
     assert (tmp_path / "choices.superseded-1.json").is_file()
     monkeypatch.setattr(longer, "pilot", lambda *a: pytest.fail("choices made with these overrides are reused"))
-    assert longer.choices(tmp_path)["extra"] == ["buffers.epochs=30"]
+    assert longer.choices(folders)["extra"] == ["buffers.epochs=30"]
 
 
 def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeypatch):
     bench = fmnist.Benchmark("fashion_mnist", [])
     bench.work = tmp_path
-    spec = (1, "mtt", (0, 1, 1, 1), 100.0)  # a window that longer experts leave unchanged
+    spec = (1, "mtt", (0, 1, 1, 1), 100.0, "standardised")  # a window that longer experts leave unchanged
     overrides = [*fmnist.run_overrides(1, "mtt", spec[2], 100.0, 400, 100), "distill.method=mtt"]
     ours = bench.experts_of(overrides)
     assert ours == bench.config([]).buffers_folder().name
@@ -601,7 +702,7 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", fake_distill)
     with pytest.raises(fmnist.DistillError, match="stop here"):
-        bench.run("mtt_ipc1", spec, first=False)
+        bench.run("mtt_ipc1", spec, [])
     assert len(seen) == 1 and (tmp_path / "mtt_ipc1.superseded-1").is_dir()
     assert json.loads((tmp_path / "mtt_ipc1" / fmnist.STARTED_FILE).read_text())["experts"] == ours
     # a record from before experts were recorded counts as made from them (the budget study's variants)
@@ -614,12 +715,17 @@ def test_a_run_or_choice_made_from_other_experts_is_made_again(tmp_path, monkeyp
     monkeypatch.setattr(fmnist, "validation_curve", lambda cfg, folder: [0.1] + [0.8] * 10)
     monkeypatch.setattr(fmnist, "validation_size", lambda cfg: 1000)
     monkeypatch.setattr(bench, "pilot", lambda out, o: (0.5, 50, 1.0))
-    experts = tmp_path / ours
-    for stored in ({"experts": "convnet_other"}, {"validation_accuracy_per_epoch": [0.1] + [0.8] * 5}):
+    experts = {"standardised": tmp_path / ours, "ZCA": tmp_path / "convnet_zca"}
+    for stored in (
+        {"by_inputs": {"standardised": {"experts": "convnet_other"}, "ZCA": {"experts": "convnet_zca"}}},
+        {"by_inputs": {"standardised": {"experts": ours}, "ZCA": {"experts": "convnet_zca_other"}}},
+        {"validation_accuracy_per_epoch": [0.1] + [0.8] * 5},  # from before experts were named
+    ):
         base = {"rule": fmnist.CHOICES_RULE, "pilot_iterations": {"1": 200, "10": 150}, "lr_img": {}}
         (tmp_path / "choices.json").write_text(json.dumps({**base, **stored}))
-        assert bench.choices(experts)["experts"] == ours
-    assert (tmp_path / "choices.superseded-2.json").is_file()
+        chosen = bench.choices(experts)
+        assert chosen["experts"] == ours and chosen["by_inputs"]["ZCA"]["experts"] == "convnet_zca"
+    assert (tmp_path / "choices.superseded-3.json").is_file()
     monkeypatch.setattr(bench, "pilot", lambda *a: pytest.fail("choices made from these experts are reused"))
     assert bench.choices(experts)["experts"] == ours
 
@@ -647,7 +753,7 @@ def test_real_data_training_is_sized_in_sgd_steps_for_50000_images():
 
 
 @pytest.mark.parametrize("first", [True, False])
-def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(first, tmp_path, monkeypatch):
+def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs(first, tmp_path, monkeypatch):
     monkeypatch.setattr(fmnist, "ROOT", tmp_path)
     (tmp_path / "results").mkdir()
     bench = fmnist.Benchmark("mnist_5k", [], 3_500)
@@ -667,7 +773,9 @@ def test_benchmark_run_evaluates_the_full_set_baseline_with_its_epochs_once(firs
 
     monkeypatch.setattr(fmnist, "distill_to_the_end", distilled)
     monkeypatch.setattr(fmnist, "run_evaluate", evaluate)
-    bench.run("datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0), first=first)
+    bench.run(
+        "datm_ipc1", (1, "datm", (0, 2, 2, 1), 100.0, "standardised"), ["random", "full"] if first else ["random"]
+    )
     (cfg,) = evaluated
     # the stage is charged the runs the interrupted invocation finished, beside this one's seconds
     assert 50.0 <= json.loads((bench.work / "datm_ipc1" / fmnist.TIMING_FILE).read_text())["evaluate"] < 60.0
@@ -779,7 +887,7 @@ def test_an_mtt_variant_in_datms_window_keeps_mtts_labels_and_init_and_grows_its
     specs = fmnist.run_specs(GROWING_CHOICES)
     base, changes = fmnist.BUDGET_VARIANTS["mtt_ipc10_datmwindow_seed1"]
     spec = fmnist.variant_spec(specs, base, changes)
-    assert spec == (10, "mtt", specs["datm_ipc10"][2], specs["mtt_ipc10"][3]) != specs["mtt_ipc10"]
+    assert spec == (10, "mtt", specs["datm_ipc10"][2], specs["mtt_ipc10"][3], "standardised") != specs["mtt_ipc10"]
     assert fmnist.variant_spec(specs, "mtt_ipc10", {"seed": 1}) == specs["mtt_ipc10"]
     seen = []
     monkeypatch.setattr(fmnist, "distill_to_the_end", lambda cfg: seen.append(cfg) or finished_run(cfg, 75, 0))
@@ -1025,7 +1133,7 @@ def test_every_budget_variant_varies_a_benchmark_datm_run_by_known_settings():
     assert bases <= set(specs)
     runs = {  # each varied benchmark run's settings, composed once
         base: bench.config(fmnist.run_overrides(ipc, kind, window, lr, fmnist.ITERATIONS[ipc], 1)).distill
-        for base, (ipc, kind, window, lr) in specs.items()
+        for base, (ipc, kind, window, lr, _) in specs.items()
         if base in bases
     }
     for name, (base, changes) in fmnist.BUDGET_VARIANTS.items():
@@ -1224,6 +1332,12 @@ def test_a_zca_variant_whitens_experts_set_and_random_subset_alike(tmp_path, mon
     run = seen["distill"]
     assert run.seed == 2 and run.dataset.zca and run.distill.method == "mtt"
     assert run.buffers_folder() == seen["experts"].buffers_folder() != bench.config([]).buffers_folder()
+    # a benchmark run the choices put on whitened inputs is varied on them, from the whitened experts
+    inputs = {"datm": {"1": "ZCA", "10": "standardised"}, "mtt": {"1": "standardised", "10": "standardised"}}
+    whitened = fmnist.run_specs(choices_with(fmnist.windows(4, 10, 2), inputs))
+    row = bench.variant("datm_ipc1_n20", whitened["datm_ipc1"], {"syn_steps": 20})
+    assert seen["distill"].dataset.zca and seen["distill"].distill.syn_steps == 20 and row["inputs"] == "ZCA"
+    assert seen["distill"].buffers_folder() == seen["experts"].buffers_folder()
 
 
 def test_benchmark_flags_come_in_any_order_and_leave_the_overrides(capsys):

@@ -1151,6 +1151,16 @@ def whitened(record: dict) -> str:
 PUBLISHED = {"fashion_mnist": {"random": (51.4, 73.8, 82.5), "DSA": (70.6, 84.6, 88.7), "full": 93.5}}
 
 
+def stored_choices(work: Path) -> dict | None:
+    """The choices stored in `work`/choices.json when the current CHOICES_RULE made them (None: none, or
+    made by an earlier rule, whose runs the benchmark would make again)."""
+    try:
+        stored = json.loads((work / "choices.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) and stored.get("rule") == CHOICES_RULE else None
+
+
 def write_report(
     bench: Benchmark,
     choices: dict | None,
@@ -1266,11 +1276,13 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     """Run the BUDGET_VARIANTS (or those in `only`) from the benchmark's experts and choices and write
     results/<dataset>_budget.md beside each varied run's benchmark row."""
     started = time.perf_counter()
-    choices_path = bench.work / "choices.json"
-    if not choices_path.is_file():
-        raise DistillError(f"{choices_path} not found: run the benchmark first (the study varies its runs)")
+    choices = stored_choices(bench.work)
+    if choices is None:
+        raise DistillError(
+            f"no choices of CHOICES_RULE {CHOICES_RULE} in {bench.work}: run the benchmark first "
+            "(the study varies its runs)"
+        )
     bench.experts()  # the benchmark's experts: reused, trained only when missing
-    choices = json.loads(choices_path.read_text())
     specs = run_specs(choices)
     defaults = bench.config([]).distill
     latest = newest_per_cell(read_records(ROOT / "results" / "records", bench.dataset))
@@ -1489,9 +1501,7 @@ def main(argv: list[str]) -> None:
         budget_study(bench, only, [*dataset_args, "--budget-study", *study_args])
         return
     if report_only:
-        path = bench.work / "choices.json"
-        choices = json.loads(path.read_text()) if path.is_file() else None
-        write_report(bench, choices, {}, [*dataset_args, "--report-only", *extra])
+        write_report(bench, stored_choices(bench.work), {}, [*dataset_args, "--report-only", *extra])
         return
     started, timings, folders = time.perf_counter(), {}, {}
     for inputs in INPUTS:

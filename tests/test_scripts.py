@@ -1087,6 +1087,13 @@ def test_budget_study_needs_the_benchmark_first(tmp_path):
     bench.work = tmp_path
     with pytest.raises(fmnist.DistillError, match="run the benchmark first"):
         fmnist.budget_study(bench, None, [])
+    # choices of an earlier rule (no inputs chosen): the benchmark's runs would be made again
+    (tmp_path / "choices.json").write_text(json.dumps({**CHOICES, "rule": fmnist.CHOICES_RULE - 1}))
+    with pytest.raises(fmnist.DistillError, match=f"CHOICES_RULE {fmnist.CHOICES_RULE} .* run the benchmark first"):
+        fmnist.budget_study(bench, None, [])
+    assert fmnist.stored_choices(tmp_path) is None
+    (tmp_path / "choices.json").write_text(json.dumps({**CHOICES, "rule": fmnist.CHOICES_RULE}))
+    assert fmnist.stored_choices(tmp_path)["inputs"] == CHOICES["inputs"]
 
 
 def test_budget_study_puts_an_mtt_variant_beside_the_mtt_benchmark_run(tmp_path, monkeypatch):
@@ -1099,7 +1106,8 @@ def test_budget_study_puts_an_mtt_variant_beside_the_mtt_benchmark_run(tmp_path,
         record = {**base, "set": "distilled", "method": method, "labels": labels, "mean": mean, "git_commit": "abc1234"}
         (tmp_path / "results" / "records" / f"{method}.json").write_text(json.dumps(record))
     (bench.work / "mtt_ipc1").mkdir(parents=True)
-    (bench.work / "choices.json").write_text(json.dumps({**CHOICES, "validation_accuracy_per_epoch": [0.1] * 11}))
+    stored = {**CHOICES, "rule": fmnist.CHOICES_RULE, "validation_accuracy_per_epoch": [0.1] * 11}
+    (bench.work / "choices.json").write_text(json.dumps(stored))
     finished_run(SimpleNamespace(paths=SimpleNamespace(distill=bench.work / "mtt_ipc1")), 300, 0)
     timing = {"overrides": ["distill.ipc=1"], "distill": 50.0, "evaluate": 10.0}
     (bench.work / "mtt_ipc1" / fmnist.TIMING_FILE).write_text(json.dumps(timing))

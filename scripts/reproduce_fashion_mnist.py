@@ -453,25 +453,26 @@ def standard_error(accuracy: float, images: int) -> float:
     return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
-def choose_lr(scores: dict[float, float], validation_images: int | None = None) -> float:
+def choose_lr(scores: dict, validation_images: int | None = None):
     """The lr_img to use, from each lr_img's validation accuracy in `scores`: the smallest whose score is
     within one standard error of the best one's (the one-standard-error rule; `standard_error` of the
     best score on `validation_images` images), so that a difference the validation split cannot resolve
-    never moves the set further from its real initial images. None: the best score (ties: the smaller)."""
+    never moves the set further from its real initial images. None: the best score (ties: the smaller).
+    Any ordered keys work: the first in their order of preference is chosen (`choose_inputs_and_lr`)."""
     best = max(scores.values())
     tolerance = 0.0 if validation_images is None else standard_error(best, validation_images)
-    return min(lr for lr, score in scores.items() if score >= best - tolerance - 1e-12)
+    return min(key for key, score in scores.items() if score >= best - tolerance - 1e-12)
 
 
 def choose_inputs_and_lr(scores: dict[str, dict[float, float]], validation_images: int) -> tuple[str, float]:
     """The inputs and lr_img to use, from the pilots' validation accuracy per inputs and lr_img (`scores`):
-    the one-standard-error rule over both (`choose_lr`'s), in order of preference: the first inputs in INPUTS
-    order with an lr_img within one standard error of the best score of all, and its smallest such lr_img.
-    Whitening must beat standardised inputs by more than the validation split can resolve to be chosen."""
-    best = max(score for by_lr in scores.values() for score in by_lr.values())
-    floor = best - standard_error(best, validation_images) - 1e-12
-    inputs = next(i for i in INPUTS if i in scores and max(scores[i].values()) >= floor)
-    return inputs, min(lr for lr, score in scores[inputs].items() if score >= floor)
+    `choose_lr`'s one-standard-error rule over both, in order of preference, inputs in INPUTS order first,
+    then the smaller lr_img. Whitening must beat standardised inputs by more than the validation split can
+    resolve to be chosen."""
+    order = list(INPUTS)
+    ranked = {(order.index(inputs), lr): score for inputs, by_lr in scores.items() for lr, score in by_lr.items()}
+    rank, lr = choose_lr(ranked, validation_images)
+    return order[rank], lr
 
 
 def validation_size(cfg, data=None) -> int:
@@ -1127,9 +1128,10 @@ def checks(records: list[dict]) -> list[str]:
             ("–" if value is None else f"{100 * value:.1f}") + (f" ({inputs})" if len(own) > 1 else "")
             for inputs, value in own.items()
         )
-        above = mtt is not None and datm["mean"] > mtt["mean"]
-        above = above and all(
-            own.get(inputs_label(s)) is not None and s["mean"] > own[inputs_label(s)] for s in (datm, mtt)
+        above = (
+            mtt is not None
+            and datm["mean"] > mtt["mean"]
+            and all(own[inputs_label(s)] is not None and s["mean"] > own[inputs_label(s)] for s in (datm, mtt))
         )
         gap = gap_closed(datm["mean"], floor, full[inputs_label(datm)]) if inputs_label(datm) in full else None
         ablation = " / ".join(

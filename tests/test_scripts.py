@@ -1238,6 +1238,30 @@ def test_a_width_variant_trains_experts_set_and_random_subset_on_its_network(tmp
     assert row["target_accuracy"] == curve[expected[2] - 1 + 2]
 
 
+def test_a_seeded_width_variant_of_a_whitened_run_keeps_the_seed_0_experts_of_its_width_and_inputs(
+    tmp_path, monkeypatch
+):
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32_seed1"]
+    spec = fmnist.run_specs(
+        choices_with(fmnist.windows(4, 10, 2), {"datm": {"1": "ZCA", "10": "ZCA"}, "mtt": {"1": "ZCA", "10": "ZCA"}})
+    )[base]
+    assert spec[4] == "ZCA"
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]
+    seen = fake_own_expert_stages(monkeypatch, tmp_path, curve, distilled=0.8, random_=0.75)
+    row = bench.variant("datm_ipc10_w32_seed1", spec, changes)
+    experts, distill = seen["experts"], seen["distill"]
+    assert experts.seed == 0 and experts.dataset.zca and experts.model.options["width"] == 32
+    # the set is distilled with seed 1 from the seed-0 experts of width 32 on whitened inputs
+    assert distill.seed == 1 and distill.dataset.zca and distill.model.options["width"] == 32
+    assert distill.paths.buffers == str(experts.buffers_folder())
+    assert (row["seed"], row["width"], row["inputs"]) == (1, 32, "ZCA")
+    # grouped with the seed-0 variant in the Seeds table
+    rows = {"datm_ipc10_w32": {**row, "seed": 0, "test": [0.84, 0.0, 3]}, "datm_ipc10_w32_seed1": row}
+    assert any(line.startswith("| datm_ipc10_w32 | width=32 | 0, 1 |") for line in fmnist.seed_summary(rows))
+
+
 def test_target_accuracy_is_the_experts_at_the_furthest_epoch_a_window_matches():
     curve = [0.1, 0.5, 0.6, 0.7, 0.8, 0.85]
     assert fmnist.target_accuracy(curve, (0, 2, 2, 1), 2) == 0.7  # starts 0..1, targets up to epoch 3

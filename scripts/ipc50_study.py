@@ -10,8 +10,8 @@ checks and selection on the validation split), as the benchmark makes it, with 1
 through the benchmark's budget-study machinery (folders under runs/<dataset>_benchmark/budget/, reused when
 finished). Its inputs and lr_img are the benchmark's choice (DATM at IPC 10, which IPC 50 takes): read from
 runs/<dataset>_benchmark/choices.json when the benchmark ran under the current CHOICES_RULE, else
-FALLBACK_CHOICE, the rule-12 choice on Fashion-MNIST (results/fashion_mnist_benchmark.md), so that the
-study needs no lr pilots. Every kept set, and the random subset beside it, is evaluated twice on the test
+FALLBACK_CHOICES, the rule-12 choice on that dataset (results/<dataset>_benchmark.md), so that the study
+needs no lr pilots. Every kept set, and the random subset beside it, is evaluated twice on the test
 split, with the benchmark's protocol (500 epochs) and with the reference protocol's 1000 epochs; the checks
 that selected the set trained 500 epochs either way. Writes results/<dataset>_ipc50_study.md.
 """
@@ -33,7 +33,11 @@ from distill.io.atomic import atomic_write_bytes, atomic_write_json
 from distill.stages.evaluate import run_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-FALLBACK_CHOICE = {"lr_img": 10.0, "inputs": "ZCA"}  # rule 12 on Fashion-MNIST, DATM at IPC 10
+# dataset -> DATM's IPC 10 choice under CHOICES_RULE 12 (results/<dataset>_benchmark.md), which IPC 50 takes
+FALLBACK_CHOICES = {
+    "fashion_mnist": {"lr_img": 10.0, "inputs": "ZCA"},
+    "mnist_5k": {"lr_img": 10.0, "inputs": "standardised"},
+}
 # name -> changes to the benchmark run: none; 10x lr_img, as DATM's CIFAR-10 IPC 50 config takes 10x its IPC 10
 # one (1000 against 100); DATM's own N
 VARIANTS = {"datm_ipc50": {}, "datm_ipc50_lr100": {"lr_img": 100.0}, "datm_ipc50_n80": {"syn_steps": 80}}
@@ -53,16 +57,26 @@ def benchmark_module():
 
 def ipc50_spec(bench, rfm) -> tuple[tuple, str]:
     """The benchmark's DATM IPC 50 spec (IPC, method, window, lr_img, inputs) and where its lr_img and
-    inputs came from. The window is the rule's from the experts on those inputs (trained when missing)."""
+    inputs came from: the benchmark's stored choices, else FALLBACK_CHOICES. The window is the rule's, from
+    the validation curve of the experts on those inputs (trained when missing)."""
     choices = rfm.stored_choices(bench.work)
     if choices is not None:
         return rfm.run_specs(choices)["datm_ipc50"], f"{bench.work / 'choices.json'} (CHOICES_RULE {rfm.CHOICES_RULE})"
-    lr, inputs = FALLBACK_CHOICE["lr_img"], FALLBACK_CHOICE["inputs"]
-    experts = bench.own_experts({"zca": True}) if inputs == "ZCA" else None
-    window = tuple(experts["windows"]["datm_ipc50"]) if experts else None
-    if window is None:
-        raise DistillError("the fallback choice names ZCA inputs: keep FALLBACK_CHOICE['inputs'] = 'ZCA'")
-    return (50, "datm", window, lr, inputs), "FALLBACK_CHOICE (rule 12 on Fashion-MNIST; no choices.json)"
+    if bench.dataset not in FALLBACK_CHOICES:
+        raise DistillError(
+            f"no benchmark choices for {bench.dataset}: run scripts/reproduce_fashion_mnist.py --dataset "
+            f"{bench.dataset} first (or add its choice to FALLBACK_CHOICES)"
+        )
+    lr, inputs = FALLBACK_CHOICES[bench.dataset]["lr_img"], FALLBACK_CHOICES[bench.dataset]["inputs"]
+    if inputs == "ZCA":
+        window = bench.own_experts({"zca": True})["windows"]["datm_ipc50"]
+    else:
+        folder, _ = bench.experts(inputs)
+        cfg = bench.config([])
+        plateau = rfm.plateau_epoch(rfm.validation_curve(cfg, folder))
+        window = rfm.windows(plateau, cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
+    source = f"FALLBACK_CHOICES (CHOICES_RULE 12 on {bench.dataset}; no choices.json)"
+    return (50, "datm", tuple(window), lr, inputs), source
 
 
 def evaluate_long(bench, out: Path) -> dict:

@@ -1,0 +1,124 @@
+"""scripts/ipc50_study.py: which run it varies, the long evaluation and its report (no training)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import ipc50_study as study  # noqa: E402
+
+from distill.errors import DistillError  # noqa: E402
+
+rfm = study.benchmark_module()
+
+
+def bench_in(tmp_path, dataset="fashion_mnist"):
+    bench = rfm.Benchmark(dataset, [])
+    bench.work = tmp_path
+    return bench
+
+
+def test_without_the_benchmarks_choices_the_rule_12_choice_and_the_rules_window_are_used(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    asked = []
+    windows = {"datm_ipc50": [5, 29, 29, 1]}
+    monkeypatch.setattr(bench, "own_experts", lambda changes: asked.append(changes) or {"windows": windows})
+    spec, source = study.ipc50_spec(bench, rfm)
+    assert spec == (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
+    assert asked == [{"zca": True}] and source.startswith("FALLBACK_CHOICES")
+
+
+def test_a_dataset_whose_choice_is_standardised_takes_the_window_from_its_standardised_experts(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path, "mnist_5k")
+    curve = [0.1 + 0.03 * e for e in range(21)] + [0.73] * 10  # 31 epochs, plateau at epoch 20
+    monkeypatch.setattr(bench, "experts", lambda inputs: (tmp_path / f"experts_{inputs}", 1.0))
+    monkeypatch.setattr(
+        rfm, "validation_curve", lambda cfg, folder: curve if folder.name == "experts_standardised" else []
+    )
+    spec, source = study.ipc50_spec(bench, rfm)
+    cfg = bench.config([])
+    expected = rfm.windows(rfm.plateau_epoch(curve), cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
+    assert spec == (50, "datm", tuple(expected), 10.0, "standardised") and "mnist_5k" in source
+    assert expected[0] == rfm.plateau_epoch(curve) // 2 > 0  # the late window, from this curve's plateau
+
+
+def test_a_dataset_without_choices_or_fallback_is_one_error_naming_the_benchmark(tmp_path):
+    with pytest.raises(DistillError, match="run scripts/reproduce_fashion_mnist.py --dataset mnist first"):
+        study.ipc50_spec(bench_in(tmp_path, "mnist"), rfm)
+
+
+def test_the_benchmarks_stored_choices_win_over_the_fallback(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    made = {"datm_ipc50": (50, "datm", (4, 20, 20, 1), 100.0, "standardised")}
+    monkeypatch.setattr(rfm, "stored_choices", lambda work: {"rule": rfm.CHOICES_RULE})
+    monkeypatch.setattr(rfm, "run_specs", lambda choices: made)
+    spec, source = study.ipc50_spec(bench, rfm)
+    assert spec == made["datm_ipc50"] and "choices.json" in source
+
+
+def test_the_long_evaluation_trains_1000_epochs_beside_the_random_subset_and_is_reused(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    out = tmp_path / "budget" / "datm_ipc50"
+    out.mkdir(parents=True)
+    (out / "benchmark_seconds.json").write_text(json.dumps({"overrides": ["distill.ipc=50", "distill.syn_steps=80"]}))
+    seen = []
+
+    def fake_evaluate(cfg):
+        seen.append(cfg)
+        return [
+            {"set": "distilled", "mean": 0.86, "std": 0.002, "runs": 3, "lr": 0.0142},
+            {"set": "random", "mean": 0.83, "std": 0.004, "runs": 3},
+        ]
+
+    monkeypatch.setattr(study, "run_evaluate", fake_evaluate)
+    first = study.evaluate_long(bench, out)
+    (cfg,) = seen
+    assert cfg.protocol.epochs == 1000 and cfg.distill.syn_steps == 80
+    assert cfg.eval.baselines == ["random"] and cfg.eval.artifact == str(out) and cfg.eval.label_modes == ["soft"]
+    assert Path(cfg.paths.results) == out / "results_1000"  # kept apart from the 500-epoch records
+    assert first["test"] == [0.86, 0.002, 3] and first["random_test"] == [0.83, 0.004, 3] and first["lr"] == 0.0142
+    assert study.evaluate_long(bench, out) == first and len(seen) == 1
+
+
+def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    (tmp_path / "results").mkdir()
+    row = {
+        "syn_steps": 80,
+        "distill": 1500.4,
+        "best": {"score": 0.8712, "iteration": 150},
+        "skipped": 2,
+        "test": [0.854, 0.002, 3],
+        "random_test": [0.815, 0.005, 3],
+        "evaluate": 131.6,
+    }
+    long = {"test": [0.861, 0.003, 3], "random_test": [0.82, 0.004, 3], "seconds": 262.0, "lr": 0.0143}
+    spec = (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
+    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, "FALLBACK_CHOICE", spec, [], 60.0)
+    text = out.read_text()
+    assert out == tmp_path / "results" / "fashion_mnist_ipc50_study.md"
+    line = next(x for x in text.splitlines() if x.startswith("| datm_ipc50_n80 "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells == [
+        "datm_ipc50_n80",
+        "80",
+        "1500",
+        "0.871 (150)",
+        "2",
+        "0.0143",
+        "85.4 ± 0.2 (n=3)",
+        "86.1 ± 0.3 (n=3)",
+        "81.5 ± 0.5 (n=3) / 82.0 ± 0.4 (n=3)",
+        "132 / 262",
+    ]
+    assert "window [5, 29), lr_img 10, ZCA inputs" in text
+    assert "Command: `.venv/bin/python scripts/ipc50_study.py`" in text
+
+
+def test_an_unknown_flag_is_one_error_naming_the_only_flag():
+    with pytest.raises(DistillError, match="unknown flag --iterations: the only flag is --dataset"):
+        study.main(["--iterations", "5"])

@@ -95,6 +95,7 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "test": [0.854, 0.002, 3],
         "random_test": [0.815, 0.005, 3],
         "evaluate": 131.6,
+        "experts_seconds": 600.0,
     }
     long = {"test": [0.861, 0.003, 3], "random_test": [0.82, 0.004, 3], "seconds": 262.0, "lr": 0.0143}
     spec = (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
@@ -116,6 +117,7 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "132 / 262",
     ]
     assert "window [5, 29), lr_img 10, ZCA inputs" in text
+    assert "Measured stage time: 41.6 min (the experts 600 s, counted once" in text  # 600 + 1500.4 + 131.6 + 262
     assert "Command: `.venv/bin/python scripts/ipc50_study.py`" in text
 
 

@@ -40,7 +40,14 @@ FALLBACK_CHOICES = {
 }
 # name -> changes to the benchmark run: none; 10x lr_img, as DATM's CIFAR-10 IPC 50 config takes 10x its IPC 10
 # one (1000 against 100); DATM's own N
-VARIANTS = {"datm_ipc50": {}, "datm_ipc50_lr100": {"lr_img": 100.0}, "datm_ipc50_n80": {"syn_steps": 80}}
+VARIANTS = {
+    "datm_ipc50": {},
+    "datm_ipc50_lr100": {"lr_img": 100.0},
+    "datm_ipc50_n80": {"syn_steps": 80},
+    # added after the three above ran: N = 80 with another seed (initial images, expert order, start epochs, DSA
+    # draws, evaluation seeds and random subset), from the same seed-0 experts
+    "datm_ipc50_n80_seed1": {"syn_steps": 80, "seed": 1},
+}
 LONG_PROTOCOL_EPOCHS = 1000
 LONG_FILE = "protocol_1000.json"  # a set's evaluation (and its random subset's) at LONG_PROTOCOL_EPOCHS
 

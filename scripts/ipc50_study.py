@@ -19,7 +19,6 @@ that selected the set trained 500 epochs either way. Writes results/<dataset>_ip
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -31,6 +30,9 @@ from distill.errors import DistillError
 from distill.evaluate.records import git_commit
 from distill.io.atomic import atomic_write_bytes, atomic_write_json
 from distill.stages.evaluate import run_evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce_fashion_mnist as rfm  # noqa: E402  (the benchmark's Benchmark, rules and machinery)
 
 ROOT = Path(__file__).resolve().parents[1]
 # dataset -> DATM's IPC 10 choice under CHOICES_RULE 12 (results/<dataset>_benchmark.md), which IPC 50 takes
@@ -52,17 +54,7 @@ LONG_PROTOCOL_EPOCHS = 1000
 LONG_FILE = "protocol_1000.json"  # a set's evaluation (and its random subset's) at LONG_PROTOCOL_EPOCHS
 
 
-def benchmark_module():
-    """scripts/reproduce_fashion_mnist.py as a module (its Benchmark, rules and machinery)."""
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_fashion_mnist", ROOT / "scripts" / "reproduce_fashion_mnist.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def ipc50_spec(bench, rfm) -> tuple[tuple, str]:
+def ipc50_spec(bench) -> tuple[tuple, str]:
     """The benchmark's DATM IPC 50 spec (IPC, method, window, lr_img, inputs) and where its lr_img and
     inputs came from: the benchmark's stored choices, else FALLBACK_CHOICES. The window is the rule's, from
     the validation curve of the experts on those inputs (trained when missing)."""
@@ -183,11 +175,10 @@ def main(argv: list[str]) -> None:
         raise DistillError(f"unknown flag {next(a for a in extra if a.startswith('-'))}: the only flag is --dataset")
     os.chdir(ROOT)
     os.environ.setdefault("WANDB_MODE", "offline")
-    rfm = benchmark_module()
     rfm.ensure_dataset(dataset)
     bench = rfm.Benchmark(dataset, extra, rfm.training_split_size(dataset, extra))
     started = time.perf_counter()
-    spec, source = ipc50_spec(bench, rfm)
+    spec, source = ipc50_spec(bench)
     rows = {}
     for name, changes in VARIANTS.items():
         row = bench.variant(name, spec, changes)

@@ -13,7 +13,7 @@ import ipc50_study as study  # noqa: E402
 
 from distill.errors import DistillError  # noqa: E402
 
-rfm = study.benchmark_module()
+rfm = study.rfm
 
 
 def bench_in(tmp_path, dataset="fashion_mnist"):
@@ -27,7 +27,7 @@ def test_without_the_benchmarks_choices_the_rule_12_choice_and_the_rules_window_
     asked = []
     windows = {"datm_ipc50": [5, 29, 29, 1]}
     monkeypatch.setattr(bench, "own_experts", lambda changes: asked.append(changes) or {"windows": windows})
-    spec, source = study.ipc50_spec(bench, rfm)
+    spec, source = study.ipc50_spec(bench)
     assert spec == (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
     assert asked == [{"zca": True}] and source.startswith("FALLBACK_CHOICES")
 
@@ -39,7 +39,7 @@ def test_a_dataset_whose_choice_is_standardised_takes_the_window_from_its_standa
     monkeypatch.setattr(
         rfm, "validation_curve", lambda cfg, folder: curve if folder.name == "experts_standardised" else []
     )
-    spec, source = study.ipc50_spec(bench, rfm)
+    spec, source = study.ipc50_spec(bench)
     cfg = bench.config([])
     expected = rfm.windows(rfm.plateau_epoch(curve), cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
     assert spec == (50, "datm", tuple(expected), 10.0, "standardised") and "mnist_5k" in source
@@ -48,7 +48,7 @@ def test_a_dataset_whose_choice_is_standardised_takes_the_window_from_its_standa
 
 def test_a_dataset_without_choices_or_fallback_is_one_error_naming_the_benchmark(tmp_path):
     with pytest.raises(DistillError, match="run scripts/reproduce_fashion_mnist.py --dataset mnist first"):
-        study.ipc50_spec(bench_in(tmp_path, "mnist"), rfm)
+        study.ipc50_spec(bench_in(tmp_path, "mnist"))
 
 
 def test_the_benchmarks_stored_choices_win_over_the_fallback(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_the_benchmarks_stored_choices_win_over_the_fallback(tmp_path, monkeypat
     made = {"datm_ipc50": (50, "datm", (4, 20, 20, 1), 100.0, "standardised")}
     monkeypatch.setattr(rfm, "stored_choices", lambda work: {"rule": rfm.CHOICES_RULE})
     monkeypatch.setattr(rfm, "run_specs", lambda choices: made)
-    spec, source = study.ipc50_spec(bench, rfm)
+    spec, source = study.ipc50_spec(bench)
     assert spec == made["datm_ipc50"] and "choices.json" in source
 
 

@@ -85,7 +85,7 @@ def evaluate_long(bench, out: Path) -> dict:
     path = out / LONG_FILE
     if path.is_file():
         return json.loads(path.read_text())
-    recorded = json.loads((out / "benchmark_seconds.json").read_text())
+    recorded = json.loads((out / rfm.TIMING_FILE).read_text())
     cfg = bench.config(
         [
             *recorded["overrides"],

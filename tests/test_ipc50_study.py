@@ -64,7 +64,7 @@ def test_the_long_evaluation_trains_1000_epochs_beside_the_random_subset_and_is_
     bench = bench_in(tmp_path)
     out = tmp_path / "budget" / "datm_ipc50"
     out.mkdir(parents=True)
-    (out / "benchmark_seconds.json").write_text(json.dumps({"overrides": ["distill.ipc=50", "distill.syn_steps=80"]}))
+    (out / rfm.TIMING_FILE).write_text(json.dumps({"overrides": ["distill.ipc=50", "distill.syn_steps=80"]}))
     seen = []
 
     def fake_evaluate(cfg):

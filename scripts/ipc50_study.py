@@ -108,11 +108,6 @@ def evaluate_long(bench, out: Path) -> dict:
     return result
 
 
-def cell(triple: list | None) -> str:
-    """[mean, std, runs] as "85.4 ± 0.2 (n=3)" in percent; "–" for none."""
-    return "–" if not triple else f"{100 * triple[0]:.1f} ± {100 * triple[1]:.1f} (n={triple[2]})"
-
-
 def experts_seconds(rows: dict) -> float:
     """The training time of the experts the rows share (0 where the benchmark's own experts were read)."""
     return max((row.get("experts_seconds", 0.0) for row, _ in rows.values()), default=0.0)
@@ -156,8 +151,8 @@ def write_report(dataset: str, rows: dict, source: str, spec: tuple, argv: list[
         lines.append(
             f"| {name} | {row['syn_steps']} | {row['distill']:.0f} | {best.get('score', float('nan')):.3f} "
             f"({best.get('iteration', '?')}) | {row['skipped']} | {long.get('lr') or float('nan'):.4f} "
-            f"| {cell(row.get('test'))} | {cell(long.get('test'))} "
-            f"| {cell(row.get('random_test'))} / {cell(long.get('random_test'))} "
+            f"| {rfm.test_cell_text(row.get('test'))} | {rfm.test_cell_text(long.get('test'))} "
+            f"| {rfm.test_cell_text(row.get('random_test'))} / {rfm.test_cell_text(long.get('random_test'))} "
             f"| {row['evaluate']:.0f} / {long['seconds']:.0f} |"
         )
     out = ROOT / "results" / f"{dataset}_ipc50_study.md"

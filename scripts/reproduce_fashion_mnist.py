@@ -1348,6 +1348,11 @@ def budget_study(bench: Benchmark, only: set[str] | None, args: list[str]) -> No
     print((ROOT / "results" / f"{bench.dataset}_budget.md").read_text())
 
 
+def test_cell_text(test: list | None) -> str:
+    """A recorded test accuracy [mean, std, runs] as "85.4 ± 0.2 (n=3)" in percent; "–" for none."""
+    return "–" if not test else f"{100 * test[0]:.1f} ± {100 * test[1]:.1f} (n={test[2]})"
+
+
 def write_budget_report(
     bench: Benchmark, rows: dict[str, dict], args: list[str], seconds: float, out: Path | None = None
 ) -> None:
@@ -1398,10 +1403,7 @@ def write_budget_report(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (ipc_of(item[0]), item[0])):
-        test_cell, random_cell = (
-            "–" if not t else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f} (n={t[2]})"
-            for t in (row.get("test"), row.get("random_test"))
-        )
+        test_cell, random_cell = test_cell_text(row.get("test")), test_cell_text(row.get("random_test"))
         label = (
             name
             if name in BUDGET_VARIANTS

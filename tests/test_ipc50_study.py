@@ -98,8 +98,11 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "experts_seconds": 600.0,
     }
     long = {"test": [0.861, 0.003, 3], "random_test": [0.82, 0.004, 3], "seconds": 262.0, "lr": 0.0143}
-    spec = (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
-    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, "FALLBACK_CHOICE", spec, [], 60.0)
+    specs = {
+        "datm": ((50, "datm", (5, 29, 29, 1), 10.0, "ZCA"), "FALLBACK_CHOICE"),
+        "mtt": ((50, "mtt", (0, 24, 24, 1), 100.0, "standardised"), "choices.json"),
+    }
+    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, specs, [], 60.0)
     text = out.read_text()
     assert out == tmp_path / "results" / "fashion_mnist_ipc50_study.md"
     line = next(x for x in text.splitlines() if x.startswith("| datm_ipc50_n80 "))
@@ -116,11 +119,69 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "81.5 ± 0.5 (n=3) / 82.0 ± 0.4 (n=3)",
         "132 / 262",
     ]
-    assert "window [5, 29), lr_img 10, ZCA inputs" in text
+    assert (
+        "- DATM at IPC 50: window [5, 29), lr_img 10, ZCA inputs, learned soft labels; the lr_img and inputs "
+        "from FALLBACK_CHOICE." in text
+    )
+    assert (
+        "- MTT at IPC 50: window [0, 24), lr_img 100, standardised inputs, hard labels; the lr_img and inputs "
+        "from choices.json." in text
+    )
     assert "Measured stage time: 41.6 min (the experts 600 s, counted once" in text  # 600 + 1500.4 + 131.6 + 262
     assert "Command: `.venv/bin/python scripts/ipc50_study.py`" in text
 
 
-def test_an_unknown_flag_is_one_error_naming_the_only_flag():
-    with pytest.raises(DistillError, match="unknown flag --iterations: the only flag is --dataset"):
+def test_an_unknown_flag_is_one_error_naming_the_flags():
+    with pytest.raises(DistillError, match="unknown flag --iterations: the flags are --dataset and --only"):
         study.main(["--iterations", "5"])
+
+
+def test_only_picks_variants_in_their_order_and_the_rest_are_overrides():
+    dataset, names, extra = study.parse(
+        ["--only", "mtt_ipc50_n80,datm_ipc50", "progress=false", "--dataset", "mnist_5k"]
+    )
+    assert (dataset, names, extra) == ("mnist_5k", ["datm_ipc50", "mtt_ipc50_n80"], ["progress=false"])
+    assert study.parse([]) == ("fashion_mnist", list(study.VARIANTS), [])
+    with pytest.raises(DistillError, match="unknown variant datm_ipc5 in --only: choose from datm_ipc50, "):
+        study.parse(["--only", "datm_ipc5"])
+    with pytest.raises(DistillError, match="--only needs a value"):
+        study.parse(["--only"])
+
+
+def test_mtts_run_takes_mtts_own_choice_and_window(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)  # Fashion-MNIST: DATM whitens, MTT's choice is standardised inputs at lr_img 100
+    curve = [0.1 + 0.03 * e for e in range(21)] + [0.73] * 10
+    monkeypatch.setattr(bench, "experts", lambda inputs: (tmp_path / f"experts_{inputs}", 1.0))
+    monkeypatch.setattr(rfm, "validation_curve", lambda cfg, folder: curve)
+    monkeypatch.setattr(bench, "own_experts", lambda changes: pytest.fail("MTT's inputs are not whitened"))
+    spec, _ = study.ipc50_spec(bench, "mtt")
+    cfg = bench.config([])
+    expected = rfm.windows(rfm.plateau_epoch(curve), cfg.buffers.epochs, cfg.distill.expert_epochs)["mtt_ipc50"]
+    assert spec == (50, "mtt", tuple(expected), 100.0, "standardised")
+    assert expected[0] == 0 and expected != rfm.windows(20, cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
+    assert {method for method, _ in study.VARIANTS.values()} == {"datm", "mtt"}
+
+
+def test_a_run_without_its_random_subset_gets_it_evaluated_once_at_the_benchmarks_protocol(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    out = tmp_path / "budget" / "mtt_ipc50"
+    out.mkdir(parents=True)
+    (out / rfm.TIMING_FILE).write_text(json.dumps({"overrides": ["distill.ipc=50", "seed=1"]}))
+    seen = []
+
+    def fake_evaluate(cfg):
+        seen.append(cfg)
+        return [{"set": "random", "mean": 0.96, "std": 0.005, "runs": 3}]
+
+    monkeypatch.setattr(study, "run_evaluate", fake_evaluate)
+    row = {"test": [0.961, 0.001, 3], "evaluate": 40.0}
+    filled = study.with_random_subset(bench, out, row)
+    (cfg,) = seen
+    assert cfg.eval.artifact is None and cfg.eval.baselines == ["random"] and cfg.seed == 1 and cfg.distill.ipc == 50
+    assert cfg.protocol.epochs == bench.config([]).protocol.epochs == 500
+    assert filled["random_test"] == [0.96, 0.005, 3] and filled["test"] == row["test"]
+    stored = json.loads((out / study.RANDOM_FILE).read_text())
+    assert stored["random_test"] == [0.96, 0.005, 3] and filled["evaluate"] == 40.0 + stored["seconds"]
+    assert study.with_random_subset(bench, out, row)["random_test"] == [0.96, 0.005, 3] and len(seen) == 1
+    own = {**row, "random_test": [0.9, 0.01, 3]}
+    assert study.with_random_subset(bench, out, own) is own and len(seen) == 1  # a run that evaluated its own

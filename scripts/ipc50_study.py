@@ -11,10 +11,10 @@ run through the benchmark's budget-study machinery (folders under runs/<dataset>
 when finished). A method's inputs and lr_img are the benchmark's choice (the method's at IPC 10, which IPC 50
 takes): read from runs/<dataset>_benchmark/choices.json when the benchmark ran under the current CHOICES_RULE,
 else FALLBACK_CHOICES, the rule-12 choice on that dataset (results/<dataset>_benchmark.md), so that the study
-needs no lr pilots. Every kept set, and the random subset beside it, is evaluated on the test split twice,
-with the benchmark's protocol (500 epochs) and with the reference protocol's 1000 epochs; the checks that
-selected the set trained 500 epochs either way. `--only` runs the named variants (comma-separated), in
-VARIANTS' order. Writes results/<dataset>_ipc50_study.md.
+needs no lr pilots. Every kept set, and the random subset beside it (one per seed, inputs and network, shared
+by the runs), is evaluated on the test split twice, with the benchmark's protocol (500 epochs) and with the
+reference protocol's 1000 epochs; the checks that selected the set trained 500 epochs either way. `--only`
+runs the named variants (comma-separated), in VARIANTS' order. Writes results/<dataset>_ipc50_study.md.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ VARIANTS = {
 }
 LONG_PROTOCOL_EPOCHS = 1000
 LONG_FILE = "protocol_1000.json"  # a set's evaluation (and its random subset's) at LONG_PROTOCOL_EPOCHS
-RANDOM_FILE = "random_subset.json"  # the random subset at the benchmark's protocol, where the run did not evaluate it
 
 
 def ipc50_spec(bench, method: str = "datm") -> tuple[tuple, str]:
@@ -85,26 +84,19 @@ def ipc50_spec(bench, method: str = "datm") -> tuple[tuple, str]:
     return (50, method, tuple(window), choice["lr_img"], choice["inputs"]), source
 
 
-def evaluate_at(bench, out: Path, epochs: int, file: str, distilled: bool = True) -> dict:
-    """The set in run folder `out` (when `distilled`) and its random subset, evaluated on the test split with
-    `epochs` of training, records under `out`/results_<epochs>; reused when `out`/`file` exists. Returns
-    {"test": [mean, std, runs], "random_test": [...], "lr": the set's lr, "seconds": s} ("test" and "lr"
-    only when `distilled`)."""
-    path = out / file
-    if path.is_file():
-        return json.loads(path.read_text())
+def run_config(bench, out: Path, epochs: int, results: Path):
+    """The config of the finished run in `out` (its recorded overrides) with `epochs` of evaluation training,
+    its records written under `results`."""
     recorded = json.loads((out / rfm.TIMING_FILE).read_text())
-    cfg = bench.config(
-        [
-            *recorded["overrides"],
-            f"protocol.epochs={epochs}",
-            f"paths.distill={out}",
-            f"paths.results={out / f'results_{epochs}'}",
-        ]
-    )
+    overrides = [f"protocol.epochs={epochs}", f"paths.distill={out}", f"paths.results={results}"]
+    return bench.config([*recorded["overrides"], *overrides])
+
+
+def evaluated(cfg, artifact: str | None, baselines: list[str]) -> dict:
+    """`run_evaluate` on `artifact` (None: baselines only) and `baselines`, as {"test": [mean, std, runs],
+    "<baseline>_test": [...], "lr": the set's lr, "seconds": s}."""
     modes = ["soft"] if cfg.distill.soft_labels else ["hard"]
-    artifact = str(out) if distilled else None  # None: the random subset of the run's IPC alone
-    evaluation = dataclasses.replace(cfg.eval, artifact=artifact, baselines=["random"], label_modes=modes)
+    evaluation = dataclasses.replace(cfg.eval, artifact=artifact, baselines=baselines, label_modes=modes)
     started = time.perf_counter()
     written = run_evaluate(dataclasses.replace(cfg, eval=evaluation))
     result = {"seconds": round(time.perf_counter() - started, 1)}
@@ -113,22 +105,49 @@ def evaluate_at(bench, out: Path, epochs: int, file: str, distilled: bool = True
         result[key] = [record["mean"], record["std"], record["runs"]]
         if record["set"] == "distilled":
             result["lr"] = record.get("lr")
-    atomic_write_json(path, result)
     return result
 
 
 def evaluate_long(bench, out: Path) -> dict:
-    """`evaluate_at` with LONG_PROTOCOL_EPOCHS: the set in `out` and its random subset (LONG_FILE)."""
-    return evaluate_at(bench, out, LONG_PROTOCOL_EPOCHS, LONG_FILE)
+    """The set in run folder `out` evaluated on the test split with LONG_PROTOCOL_EPOCHS of training, records
+    under `out`/results_1000; reused when `out`/LONG_FILE exists. Returns {"test": [mean, std, runs], "lr": the
+    set's lr, "seconds": s} (and "random_test", where an earlier version evaluated the random subset with it)."""
+    path = out / LONG_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    cfg = run_config(bench, out, LONG_PROTOCOL_EPOCHS, out / f"results_{LONG_PROTOCOL_EPOCHS}")
+    result = evaluated(cfg, str(out), [])
+    atomic_write_json(path, result)
+    return result
 
 
-def with_random_subset(bench, out: Path, row: dict) -> dict:
-    """`row` with the random subset at the benchmark's protocol: its own when the run evaluated it (a run on
-    whitened inputs does), else evaluated beside it (RANDOM_FILE, reused), whose seconds join the row's."""
-    if row.get("random_test") is not None:
-        return row
-    random = evaluate_at(bench, out, bench.config([]).protocol.epochs, RANDOM_FILE, distilled=False)
-    return {**row, "random_test": random["random_test"], "evaluate": row["evaluate"] + random["seconds"]}
+def random_subset(bench, out: Path, epochs: int) -> tuple[str, dict]:
+    """The random real subset beside the run in `out` (its IPC, seed, inputs and network) evaluated on the test
+    split with `epochs` of training. Every run with the same four shares it: kept under
+    budget/random_subsets/<those four>/, reused. Returns (its name, {"random_test": [mean, std, runs],
+    "seconds": s})."""
+    cfg = run_config(bench, out, epochs, out)
+    width = cfg.model.options.get("width")
+    name = f"ipc{cfg.distill.ipc}_seed{cfg.seed}_{rfm.inputs_of(cfg)}_width{width}"
+    folder = bench.work / "budget" / "random_subsets" / name
+    path = folder / f"epochs_{epochs}.json"
+    if not path.is_file():
+        paths = dataclasses.replace(cfg.paths, results=str(folder))
+        atomic_write_json(path, evaluated(dataclasses.replace(cfg, paths=paths), None, ["random"]))
+    return f"{name}, {epochs} epochs", json.loads(path.read_text())
+
+
+def with_random_subsets(bench, out: Path, row: dict, long: dict) -> tuple[dict, dict, dict]:
+    """`row` and `long` (the run's evaluations at the benchmark's protocol and at LONG_PROTOCOL_EPOCHS) with
+    the random subset beside each: the run's own where it evaluated one (a run on whitened inputs does), else
+    the shared `random_subset`. Returns them and the shared subsets taken ({name: seconds})."""
+    row, long, shared = dict(row), dict(long), {}
+    for result, epochs in ((row, bench.config([]).protocol.epochs), (long, LONG_PROTOCOL_EPOCHS)):
+        if result.get("random_test") is None:
+            name, subset = random_subset(bench, out, epochs)
+            result["random_test"] = subset["random_test"]
+            shared[name] = subset["seconds"]
+    return row, long, shared
 
 
 def experts_seconds(rows: dict) -> float:
@@ -136,16 +155,18 @@ def experts_seconds(rows: dict) -> float:
     return max((row.get("experts_seconds", 0.0) for row, _ in rows.values()), default=0.0)
 
 
-def stage_minutes(rows: dict) -> float:
+def stage_minutes(rows: dict, shared: dict) -> float:
     """Minutes of measured stage time behind the rows: the shared experts once, then each run's
-    distillation, its evaluation at 500 epochs and its evaluation at LONG_PROTOCOL_EPOCHS."""
+    distillation, its evaluation at 500 epochs and its evaluation at LONG_PROTOCOL_EPOCHS, and each shared
+    random subset (`shared`: name -> seconds) once."""
     runs = sum(row["distill"] + row["evaluate"] + long["seconds"] for row, long in rows.values())
-    return (experts_seconds(rows) + runs) / 60
+    return (experts_seconds(rows) + runs + sum(shared.values())) / 60
 
 
-def write_report(dataset: str, rows: dict, specs: dict, argv: list[str], seconds: float) -> Path:
-    """results/<dataset>_ipc50_study.md from the rows (name -> the variant's row and its long evaluation) and
-    the specs they vary (method -> (spec, where its lr_img and inputs came from), as `ipc50_spec` gives)."""
+def write_report(dataset: str, rows: dict, specs: dict, shared: dict, argv: list[str], seconds: float) -> Path:
+    """results/<dataset>_ipc50_study.md from the rows (name -> the variant's row and its long evaluation), the
+    specs they vary (method -> (spec, where its lr_img and inputs came from), as `ipc50_spec` gives) and the
+    shared random subsets beside them (name -> seconds)."""
     command = " ".join([".venv/bin/python scripts/ipc50_study.py", *argv])
     lines = [
         f"# {dataset}: levers at IPC 50 beyond the benchmark's settings",
@@ -153,8 +174,9 @@ def write_report(dataset: str, rows: dict, specs: dict, argv: list[str], seconds
         f"Command: `{command}`  ",
         f"Commit: {git_commit(ROOT)}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU  ",
-        f"Measured stage time: {stage_minutes(rows):.1f} min (the experts {experts_seconds(rows):.0f} s, counted once; "
-        "every distillation and evaluation); this invocation's wall time: "
+        f"Measured stage time: {stage_minutes(rows, shared):.1f} min (the experts {experts_seconds(rows):.0f} s, "
+        f"counted once; every distillation and evaluation; the random subsets that runs share, "
+        f"{sum(shared.values()):.0f} s, counted once); this invocation's wall time: "
         f"{seconds / 60:.1f} min (finished stages are reused, not timed again)",
         "",
         "Each run is one of the benchmark's IPC 50 runs as the benchmark makes it (200 iterations, minibatches of "
@@ -173,7 +195,8 @@ def write_report(dataset: str, rows: dict, specs: dict, argv: list[str], seconds
         "`N` is the student steps per iteration. Test accuracy of the kept set (its labels, its learned lr) and of "
         "a random real subset of the same size on the same inputs, three trainings each, with the benchmark's "
         f"protocol (500 epochs) and the reference protocol's {LONG_PROTOCOL_EPOCHS} epochs (lr x0.1 at the "
-        "midpoint either way).",
+        "midpoint either way). Runs of one seed, inputs and network share one random subset, evaluated once; "
+        "a run's evaluation seconds are its set's.",
         "",
         "| run | N | distillation s | best validation (iteration) | skipped updates | learned lr "
         f"| test, 500 epochs | test, {LONG_PROTOCOL_EPOCHS} epochs | random subset, 500 / {LONG_PROTOCOL_EPOCHS} "
@@ -228,13 +251,14 @@ def main(argv: list[str]) -> None:
     bench = rfm.Benchmark(dataset, extra, rfm.training_split_size(dataset, extra))
     started = time.perf_counter()
     specs = {method: ipc50_spec(bench, method) for method in dict.fromkeys(VARIANTS[n][0] for n in names)}
-    rows = {}
+    rows, shared = {}, {}
     for name in names:
         method, changes = VARIANTS[name]
         out = bench.work / "budget" / name
-        row = with_random_subset(bench, out, bench.variant(name, specs[method][0], changes))
-        rows[name] = (row, evaluate_long(bench, out))
-        report = write_report(dataset, rows, specs, argv, time.perf_counter() - started)
+        row = bench.variant(name, specs[method][0], changes)
+        row, long, taken = with_random_subsets(bench, out, row, evaluate_long(bench, out))
+        rows[name], shared = (row, long), {**shared, **taken}
+        report = write_report(dataset, rows, specs, shared, argv, time.perf_counter() - started)
     print(report.read_text())
 
 

@@ -60,7 +60,7 @@ def test_the_benchmarks_stored_choices_win_over_the_fallback(tmp_path, monkeypat
     assert spec == made["datm_ipc50"] and "choices.json" in source
 
 
-def test_the_long_evaluation_trains_1000_epochs_beside_the_random_subset_and_is_reused(tmp_path, monkeypatch):
+def test_the_long_evaluation_trains_the_set_1000_epochs_and_is_reused(tmp_path, monkeypatch):
     bench = bench_in(tmp_path)
     out = tmp_path / "budget" / "datm_ipc50"
     out.mkdir(parents=True)
@@ -69,19 +69,53 @@ def test_the_long_evaluation_trains_1000_epochs_beside_the_random_subset_and_is_
 
     def fake_evaluate(cfg):
         seen.append(cfg)
-        return [
-            {"set": "distilled", "mean": 0.86, "std": 0.002, "runs": 3, "lr": 0.0142},
-            {"set": "random", "mean": 0.83, "std": 0.004, "runs": 3},
-        ]
+        return [{"set": "distilled", "mean": 0.86, "std": 0.002, "runs": 3, "lr": 0.0142}]
 
     monkeypatch.setattr(study, "run_evaluate", fake_evaluate)
     first = study.evaluate_long(bench, out)
     (cfg,) = seen
     assert cfg.protocol.epochs == 1000 and cfg.distill.syn_steps == 80
-    assert cfg.eval.baselines == ["random"] and cfg.eval.artifact == str(out) and cfg.eval.label_modes == ["soft"]
+    assert cfg.eval.baselines == [] and cfg.eval.artifact == str(out) and cfg.eval.label_modes == ["soft"]
     assert Path(cfg.paths.results) == out / "results_1000"  # kept apart from the 500-epoch records
-    assert first["test"] == [0.86, 0.002, 3] and first["random_test"] == [0.83, 0.004, 3] and first["lr"] == 0.0142
+    assert first["test"] == [0.86, 0.002, 3] and first["lr"] == 0.0142 and "random_test" not in first
     assert study.evaluate_long(bench, out) == first and len(seen) == 1
+
+
+def test_runs_of_one_seed_and_inputs_share_one_random_subset_per_protocol(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    outs = {}
+    for name, seed in (("datm_ipc50", 0), ("mtt_ipc50_n80", 0), ("datm_ipc50_n80_seed1", 1)):
+        outs[name] = tmp_path / "budget" / name
+        outs[name].mkdir(parents=True)
+        overrides = ["distill.ipc=50", f"seed={seed}", "distill.method=mtt" if "mtt" in name else "distill.ipc=50"]
+        (outs[name] / rfm.TIMING_FILE).write_text(json.dumps({"overrides": overrides}))
+    seen = []
+
+    def fake_evaluate(cfg):
+        seen.append(cfg)
+        return [{"set": "random", "mean": 0.9 + cfg.seed / 100 + cfg.protocol.epochs / 1e5, "std": 0.01, "runs": 3}]
+
+    monkeypatch.setattr(study, "run_evaluate", fake_evaluate)
+    row, long = {"test": [0.961, 0.001, 3], "evaluate": 40.0}, {"test": [0.963, 0.002, 3], "seconds": 80.0}
+    first = study.with_random_subsets(bench, outs["datm_ipc50"], row, long)
+    assert [(c.protocol.epochs, c.seed, c.eval.artifact, c.eval.baselines, c.distill.ipc) for c in seen] == [
+        (500, 0, None, ["random"], 50),
+        (1000, 0, None, ["random"], 50),
+    ]
+    assert first[0]["random_test"][0] == 0.905 and first[1]["random_test"][0] == 0.91
+    assert first[0]["evaluate"] == 40.0 and first[1]["seconds"] == 80.0  # the shared subset's time is apart
+    assert sorted(first[2]) == [
+        "ipc50_seed0_standardised_width16, 1000 epochs",
+        "ipc50_seed0_standardised_width16, 500 epochs",
+    ]
+    second = study.with_random_subsets(bench, outs["mtt_ipc50_n80"], row, long)  # MTT, same seed and inputs
+    assert len(seen) == 2 and second[0]["random_test"] == first[0]["random_test"] and second[2] == first[2]
+    third = study.with_random_subsets(bench, outs["datm_ipc50_n80_seed1"], row, long)  # another seed: its own
+    assert len(seen) == 4 and third[0]["random_test"][0] == 0.915
+    own = {**row, "random_test": [0.8, 0.01, 3]}
+    kept = study.with_random_subsets(bench, outs["datm_ipc50"], own, {**long, "random_test": [0.81, 0.01, 3]})
+    assert kept[0]["random_test"] == [0.8, 0.01, 3] and kept[1]["random_test"] == [0.81, 0.01, 3] and kept[2] == {}
+    assert len(seen) == 4
 
 
 def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monkeypatch):
@@ -102,7 +136,8 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "datm": ((50, "datm", (5, 29, 29, 1), 10.0, "ZCA"), "FALLBACK_CHOICE"),
         "mtt": ((50, "mtt", (0, 24, 24, 1), 100.0, "standardised"), "choices.json"),
     }
-    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, specs, [], 60.0)
+    shared = {"ipc50_seed0_ZCA_width16, 500 epochs": 30.0}
+    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, specs, shared, [], 60.0)
     text = out.read_text()
     assert out == tmp_path / "results" / "fashion_mnist_ipc50_study.md"
     line = next(x for x in text.splitlines() if x.startswith("| datm_ipc50_n80 "))
@@ -127,7 +162,8 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "- MTT at IPC 50: window [0, 24), lr_img 100, standardised inputs, hard labels; the lr_img and inputs "
         "from choices.json." in text
     )
-    assert "Measured stage time: 41.6 min (the experts 600 s, counted once" in text  # 600 + 1500.4 + 131.6 + 262
+    # 600 + 1500.4 + 131.6 + 262 + 30
+    assert "Measured stage time: 42.1 min (the experts 600 s, counted once" in text and "share, 30 s, counted" in text
     assert "Command: `.venv/bin/python scripts/ipc50_study.py`" in text
 
 
@@ -160,28 +196,3 @@ def test_mtts_run_takes_mtts_own_choice_and_window(tmp_path, monkeypatch):
     assert spec == (50, "mtt", tuple(expected), 100.0, "standardised")
     assert expected[0] == 0 and expected != rfm.windows(20, cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
     assert {method for method, _ in study.VARIANTS.values()} == {"datm", "mtt"}
-
-
-def test_a_run_without_its_random_subset_gets_it_evaluated_once_at_the_benchmarks_protocol(tmp_path, monkeypatch):
-    bench = bench_in(tmp_path)
-    out = tmp_path / "budget" / "mtt_ipc50"
-    out.mkdir(parents=True)
-    (out / rfm.TIMING_FILE).write_text(json.dumps({"overrides": ["distill.ipc=50", "seed=1"]}))
-    seen = []
-
-    def fake_evaluate(cfg):
-        seen.append(cfg)
-        return [{"set": "random", "mean": 0.96, "std": 0.005, "runs": 3}]
-
-    monkeypatch.setattr(study, "run_evaluate", fake_evaluate)
-    row = {"test": [0.961, 0.001, 3], "evaluate": 40.0}
-    filled = study.with_random_subset(bench, out, row)
-    (cfg,) = seen
-    assert cfg.eval.artifact is None and cfg.eval.baselines == ["random"] and cfg.seed == 1 and cfg.distill.ipc == 50
-    assert cfg.protocol.epochs == bench.config([]).protocol.epochs == 500
-    assert filled["random_test"] == [0.96, 0.005, 3] and filled["test"] == row["test"]
-    stored = json.loads((out / study.RANDOM_FILE).read_text())
-    assert stored["random_test"] == [0.96, 0.005, 3] and filled["evaluate"] == 40.0 + stored["seconds"]
-    assert study.with_random_subset(bench, out, row)["random_test"] == [0.96, 0.005, 3] and len(seen) == 1
-    own = {**row, "random_test": [0.9, 0.01, 3]}
-    assert study.with_random_subset(bench, out, own) is own and len(seen) == 1  # a run that evaluated its own

@@ -150,23 +150,37 @@ def with_random_subsets(bench, out: Path, row: dict, long: dict) -> tuple[dict, 
     return row, long, shared
 
 
-def experts_seconds(rows: dict) -> float:
-    """The training time of the experts the rows share (0 where the benchmark's own experts were read)."""
-    return max((row.get("experts_seconds", 0.0) for row, _ in rows.values()), default=0.0)
+def benchmark_experts_seconds(bench, specs: dict) -> float:
+    """The recorded training seconds of the benchmark's experts that the runs of `specs` (method -> (spec,
+    source), as `ipc50_spec` made them, which trains missing experts) on standardised inputs use; a run on
+    whitened inputs trains its own (`own_experts`)."""
+    inputs = dict.fromkeys(spec[4] for spec, _ in specs.values() if spec[4] != "ZCA")
+    folders = [bench.config(rfm.INPUTS[kind]).buffers_folder() for kind in inputs]
+    return sum(rfm.expert_train_seconds(folder) or 0.0 for folder in folders)
 
 
-def stage_minutes(rows: dict, shared: dict) -> float:
-    """Minutes of measured stage time behind the rows: the shared experts once, then each run's
+def experts_seconds(rows: dict, benchmark_experts: float = 0.0) -> float:
+    """The training time of the experts behind the rows: `benchmark_experts`, the seconds of the benchmark's
+    experts that runs on standardised inputs use, plus the runs' own experts (whitened: `own_experts`), which
+    they share, once."""
+    return benchmark_experts + max((row.get("experts_seconds", 0.0) for row, _ in rows.values()), default=0.0)
+
+
+def stage_minutes(rows: dict, shared: dict, benchmark_experts: float = 0.0) -> float:
+    """Minutes of measured stage time behind the rows: the experts once (`experts_seconds`), then each run's
     distillation, its evaluation at 500 epochs and its evaluation at LONG_PROTOCOL_EPOCHS, and each shared
     random subset (`shared`: name -> seconds) once."""
     runs = sum(row["distill"] + row["evaluate"] + long["seconds"] for row, long in rows.values())
-    return (experts_seconds(rows) + runs + sum(shared.values())) / 60
+    return (experts_seconds(rows, benchmark_experts) + runs + sum(shared.values())) / 60
 
 
-def write_report(dataset: str, rows: dict, specs: dict, shared: dict, argv: list[str], seconds: float) -> Path:
+def write_report(
+    dataset: str, rows: dict, specs: dict, shared: dict, argv: list[str], seconds: float, benchmark_experts: float = 0.0
+) -> Path:
     """results/<dataset>_ipc50_study.md from the rows (name -> the variant's row and its long evaluation), the
-    specs they vary (method -> (spec, where its lr_img and inputs came from), as `ipc50_spec` gives) and the
-    shared random subsets beside them (name -> seconds)."""
+    specs they vary (method -> (spec, where its lr_img and inputs came from), as `ipc50_spec` gives), the
+    shared random subsets beside them (name -> seconds) and `benchmark_experts` (`experts_seconds`)."""
+    experts = experts_seconds(rows, benchmark_experts)
     command = " ".join([".venv/bin/python scripts/ipc50_study.py", *argv])
     lines = [
         f"# {dataset}: levers at IPC 50 beyond the benchmark's settings",
@@ -174,7 +188,7 @@ def write_report(dataset: str, rows: dict, specs: dict, shared: dict, argv: list
         f"Command: `{command}`  ",
         f"Commit: {git_commit(ROOT)}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU  ",
-        f"Measured stage time: {stage_minutes(rows, shared):.1f} min (the experts {experts_seconds(rows):.0f} s, "
+        f"Measured stage time: {stage_minutes(rows, shared, benchmark_experts):.1f} min (the experts {experts:.0f} s, "
         f"counted once; every distillation and evaluation; the random subsets that runs share, "
         f"{sum(shared.values()):.0f} s, counted once); this invocation's wall time: "
         f"{seconds / 60:.1f} min (finished stages are reused, not timed again)",
@@ -251,6 +265,7 @@ def main(argv: list[str]) -> None:
     bench = rfm.Benchmark(dataset, extra, rfm.training_split_size(dataset, extra))
     started = time.perf_counter()
     specs = {method: ipc50_spec(bench, method) for method in dict.fromkeys(VARIANTS[n][0] for n in names)}
+    benchmark_experts = benchmark_experts_seconds(bench, specs)
     rows, shared = {}, {}
     for name in names:
         method, changes = VARIANTS[name]
@@ -258,7 +273,7 @@ def main(argv: list[str]) -> None:
         row = bench.variant(name, specs[method][0], changes)
         row, long, taken = with_random_subsets(bench, out, row, evaluate_long(bench, out))
         rows[name], shared = (row, long), {**shared, **taken}
-        report = write_report(dataset, rows, specs, shared, argv, time.perf_counter() - started)
+        report = write_report(dataset, rows, specs, shared, argv, time.perf_counter() - started, benchmark_experts)
     print(report.read_text())
 
 

@@ -137,7 +137,7 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "mtt": ((50, "mtt", (0, 24, 24, 1), 100.0, "standardised"), "choices.json"),
     }
     shared = {"ipc50_seed0_ZCA_width16, 500 epochs": 30.0}
-    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, specs, shared, [], 60.0)
+    out = study.write_report("fashion_mnist", {"datm_ipc50_n80": (row, long)}, specs, shared, [], 60.0, 500.0)
     text = out.read_text()
     assert out == tmp_path / "results" / "fashion_mnist_ipc50_study.md"
     line = next(x for x in text.splitlines() if x.startswith("| datm_ipc50_n80 "))
@@ -162,8 +162,9 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
         "- MTT at IPC 50: window [0, 24), lr_img 100, standardised inputs, hard labels; the lr_img and inputs "
         "from choices.json." in text
     )
-    # 600 + 1500.4 + 131.6 + 262 + 30
-    assert "Measured stage time: 42.1 min (the experts 600 s, counted once" in text and "share, 30 s, counted" in text
+    # the experts: the benchmark's (standardised, MTT's) 500 s and the run's own (whitened) 600 s; the run's
+    # 1500.4 + 131.6 + 262 s; the shared random subset's 30 s
+    assert "Measured stage time: 50.4 min (the experts 1100 s, counted once" in text and "share, 30 s, counted" in text
     assert "Command: `.venv/bin/python scripts/ipc50_study.py`" in text
 
 
@@ -196,3 +197,16 @@ def test_mtts_run_takes_mtts_own_choice_and_window(tmp_path, monkeypatch):
     assert spec == (50, "mtt", tuple(expected), 100.0, "standardised")
     assert expected[0] == 0 and expected != rfm.windows(20, cfg.buffers.epochs, cfg.distill.expert_epochs)["datm_ipc50"]
     assert {method for method, _ in study.VARIANTS.values()} == {"datm", "mtt"}
+
+
+def test_the_benchmarks_experts_count_once_for_the_runs_on_standardised_inputs(tmp_path, monkeypatch):
+    bench = bench_in(tmp_path)
+    monkeypatch.setattr(
+        rfm, "expert_train_seconds", lambda folder: {bench.config([]).buffers_folder(): 640.0}.get(folder)
+    )
+    datm_zca = ((50, "datm", (5, 29, 29, 1), 10.0, "ZCA"), "")
+    mtt = ((50, "mtt", (0, 24, 24, 1), 100.0, "standardised"), "")
+    datm = ((50, "datm", (15, 401, 401, 1), 10.0, "standardised"), "")
+    assert study.benchmark_experts_seconds(bench, {"datm": datm_zca, "mtt": mtt}) == 640.0
+    assert study.benchmark_experts_seconds(bench, {"datm": datm, "mtt": mtt}) == 640.0  # shared experts, once
+    assert study.benchmark_experts_seconds(bench, {"datm": datm_zca}) == 0.0  # whitened runs count their own

@@ -56,7 +56,7 @@ VARIANTS = {
     "mtt_ipc50_n80": ("mtt", {"syn_steps": 80}),
 }
 LONG_PROTOCOL_EPOCHS = 1000
-LONG_FILE = "protocol_1000.json"  # a set's evaluation (and its random subset's) at LONG_PROTOCOL_EPOCHS
+LONG_FILE = "protocol_1000.json"  # a set's evaluation at LONG_PROTOCOL_EPOCHS (random subsets: `random_subset`)
 
 
 def ipc50_spec(bench, method: str = "datm") -> tuple[tuple, str]:

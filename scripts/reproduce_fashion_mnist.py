@@ -655,6 +655,7 @@ class Benchmark:
         # what a stage is recorded as made with, beside its own overrides: a stage made with other
         # user overrides (buffers.epochs=30, say) is made again, not reused
         self.shaping_extra = [o for o in extra if not o.startswith(NOT_SHAPING)]
+        self._experts: dict[str, tuple[Path, float]] = {}  # inputs -> `experts`' answer, verified once
 
     def recorded_as(self, overrides: list[str]) -> list[str]:
         """The overrides a pilot or run is recorded with: its own and the user's that shape it."""
@@ -675,12 +676,15 @@ class Benchmark:
         return load_config([*self.base_overrides, *overrides, *self.extra])
 
     def experts(self, inputs: str = "standardised") -> tuple[Path, float]:
-        """The experts on `inputs` (INPUTS), trained when missing: (their buffer folder, seconds)."""
-        cfg = self.config(INPUTS[inputs])
-        started = time.perf_counter()
-        folder = run_buffers(cfg)
-        # experts trained by an earlier (interrupted) invocation count with their recorded time
-        return folder, max(time.perf_counter() - started, expert_train_seconds(folder) or 0.0)
+        """The experts on `inputs` (INPUTS), trained when missing, verified once per Benchmark: (their buffer
+        folder, seconds)."""
+        if inputs not in self._experts:
+            cfg = self.config(INPUTS[inputs])
+            started = time.perf_counter()
+            folder = run_buffers(cfg)
+            # experts trained by an earlier (interrupted) invocation count with their recorded time
+            self._experts[inputs] = folder, max(time.perf_counter() - started, expert_train_seconds(folder) or 0.0)
+        return self._experts[inputs]
 
     def choices(self, folders: dict[str, Path]) -> dict:
         """Plateau and windows per inputs (from the experts in `folders`, inputs -> buffer folder), and per

@@ -7,7 +7,10 @@ preset to a range error, ends as one line on stderr with exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +58,15 @@ def compose_config(overrides: list[str]):
     register_schema()
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+            cfg = compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise DistillError(f"config: {_explain(exc, overrides)}") from None
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise DistillError(
+            f"config: unknown key {unknown[0]} (the config has no such setting){_did_you_mean(unknown[0])}"
+        )
+    return cfg
 
 
 TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
@@ -68,8 +77,12 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
     cause = exc.__cause__ or exc
     key = getattr(cause, "full_key", None)
     text = str(cause)
-    if "not in struct" in text:
-        return f"unknown key in '{_failed_override(str(exc), overrides)}': {_first_line(cause)}"
+    if "not in struct" in text or re.match(r"Key '[^']*' not in '", text):
+        # the whole key the user typed, not just the node that failed (`distil` of `distil.ipc`)
+        keys = [o.split("=")[0].lstrip("+~") for o in overrides]
+        typed = next((k for k in keys if key and (k == key or k.startswith(key + "."))), None)
+        typed = typed or _failed_override(str(exc), overrides).split("=")[0].lstrip("+~")
+        return f"unknown key {typed}{_did_you_mean(typed)}"
     value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key), None)
     for word, phrase in TYPE_WORDS.items():
         if f"converted to {word}" in text and key:
@@ -79,6 +92,52 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
     if "is not a ListConfig" in text and key:
         return f"{key} must be a list, e.g. {key}=[{value}]"
     return f"{key + ': ' if key else ''}{_first_line(cause)}"
+
+
+def _sections(schema: type) -> dict[str, type | None]:
+    """A schema dataclass's fields: name -> the dataclass of a nested section, None for a value."""
+    sections = {}
+    for f in dataclasses.fields(schema):
+        inner = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        sections[f.name] = type(inner) if dataclasses.is_dataclass(inner) else None
+    return sections
+
+
+def config_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config tree (e.g. "dataset.download"), from the dataclass schema."""
+    keys = []
+    for name, section in _sections(schema).items():
+        keys += config_keys(section, f"{prefix}{name}.") if section else [prefix + name]
+    return keys
+
+
+def unknown_keys(node, schema: type = Config, prefix: str = "") -> list[str]:
+    """Dotted keys of a composed tree (a DictConfig) that the schema lacks: what a `+key=value` override
+    adds, which Hydra accepts even on a typed config. Values that are free dicts (`model.options`) are not
+    looked into."""
+    sections = _sections(schema)
+    unknown = []
+    for name in node:
+        if name not in sections:
+            unknown.append(prefix + str(name))
+        elif sections[name] is not None:
+            unknown += unknown_keys(node[name], sections[name], f"{prefix}{name}.")
+    return unknown
+
+
+def config_key_suggestions(key: str) -> list[str]:
+    """Keys of the config tree a mistyped `key` probably meant, at most 3: the closest spellings
+    (`distil.ipc` -> `distill.ipc`), then keys of the same name elsewhere (`download` -> `dataset.download`)."""
+    keys = config_keys()
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    name = key.rsplit(".", 1)[-1]
+    same_name = [k for k in keys if k.rsplit(".", 1)[-1] == name and k != key and k not in close]
+    return (close + same_name)[:3]
+
+
+def _did_you_mean(key: str) -> str:
+    guesses = config_key_suggestions(key)
+    return f"; did you mean {' or '.join(guesses)}?" if guesses else ""
 
 
 def _failed_override(message: str, overrides: list[str]) -> str:

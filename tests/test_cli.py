@@ -140,3 +140,36 @@ def test_wrong_value_types_and_choices_are_one_line(override, message):
     with pytest.raises(DistillError) as refused:
         load_config([override])
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # the fix the data errors name is `dataset.download=true`; the bare name points there
+        ("download=true", "config: unknown key download; did you mean dataset.download?"),
+        ("distil.ipc=3", "config: unknown key distil.ipc; did you mean distill.ipc"),
+        ("eval.rnus=3", "config: unknown key eval.rnus; did you mean eval.runs?"),
+        # `+` makes Hydra add a key even to the typed config: a typo there used to be ignored in silence
+        (
+            "+distill.lr_imgg=5",
+            "config: unknown key distill.lr_imgg (the config has no such setting); did you mean distill.lr_img",
+        ),
+        ("+foo=1", "config: unknown key foo (the config has no such setting)"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_the_keys_it_may_have_meant(override, message):
+    from distill.cli import load_config
+
+    with pytest.raises(DistillError) as refused:
+        load_config([override])
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_the_schema_lists_every_key_and_a_composed_preset_has_none_beyond_it():
+    from distill.cli import compose_config, config_keys, unknown_keys
+
+    keys = config_keys()
+    assert {"seed", "dataset.download", "distill.ipc", "buffers.num_experts", "eval.runs"} <= set(keys)
+    assert "dataset" not in keys and len(keys) == len(set(keys))
+    # free-form options (model.options) are the model's own: not checked against the schema
+    assert unknown_keys(compose_config(["experiment=datm_cifar10_ipc10", "+model.options.dropout=0.1"])) == []

@@ -195,12 +195,12 @@ def test_idx_wrong_magic_and_truncation_are_refused():
 def test_missing_dataset_names_files_and_fix(tmp_path, monkeypatch):
     import distill.data.idx as idx
 
-    with pytest.raises(DistillError, match="train-images-idx3-ubyte.*download=true"):
+    with pytest.raises(DistillError, match="train-images-idx3-ubyte.*dataset.download=true"):
         load_dataset("mnist", tmp_path / "nothing")
     monkeypatch.setattr(idx, "FASHION_DEBIAN_DIR", tmp_path / "no-debian")
     with pytest.raises(DistillError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion_mnist", tmp_path / "nothing")
-    with pytest.raises(DistillError, match="cifar-10-batches-py.*download=true"):
+    with pytest.raises(DistillError, match="cifar-10-batches-py.*dataset.download=true"):
         load_dataset("cifar10", tmp_path / "nothing")
 
 

@@ -67,7 +67,7 @@ def safe_unpickle(data: bytes, source: str) -> object:
     except pickle.UnpicklingError as exc:
         raise DistillError(f"{source} is not a plain CIFAR pickle ({exc}); refusing to load it") from None
     except Exception as exc:  # malformed streams raise many types
-        raise DistillError(f"{source} is corrupt ({exc.__class__.__name__}): re-download it (download=true)") from None
+        raise DistillError(f"{source} is corrupt ({exc.__class__.__name__}): re-download it (dataset.download=true)") from None
 
 
 def read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +110,7 @@ def load_cifar(name: str, spec: dict, root: Path, download: bool, num_classes: i
         md5 = {f: spec[s][f] for s in ("train", "test") for f in spec[s]} if checksums else {}
 
         def parse(f: Path) -> tuple[np.ndarray, np.ndarray]:
-            verify_md5(f, md5.get(f.name), "re-download it (download=true)")
+            verify_md5(f, md5.get(f.name), "re-download it (dataset.download=true)")
             return read_cifar_pickle(f, spec["label_key"])
     elif binary_dir.is_dir():
         splits = {s: [binary_dir / f for f in spec[f"binary_{s}"]] for s in ("train", "test")}
@@ -119,7 +119,7 @@ def load_cifar(name: str, spec: dict, root: Path, download: bool, num_classes: i
             return read_cifar_binary(f, spec["label_bytes"])
     else:
         raise DistillError(f"{name}: expected {python_dir} (python version) or {binary_dir} (binary version): "
-                           "pass download=true to fetch it")
+                           "pass dataset.download=true to fetch it")
 
     def read(split: str) -> tuple[np.ndarray, np.ndarray]:
         parts = [parse(f) for f in splits[split]]
@@ -133,7 +133,7 @@ def load_cifar(name: str, spec: dict, root: Path, download: bool, num_classes: i
     files = splits["train"] + splits["test"]
     missing = [f for f in files if not f.is_file()]
     if missing:
-        raise DistillError(f"{name}: missing {missing[0]}: re-download it (download=true)")
+        raise DistillError(f"{name}: missing {missing[0]}: re-download it (dataset.download=true)")
     t = cached(root / ".cache" / f"{name}.safetensors", source_key(files), decode)
     mean, std = channel_stats(t["train_images"])
     return ImageData(name, t["train_images"], t["train_labels"], t["test_images"], t["test_labels"],

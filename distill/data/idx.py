@@ -50,20 +50,20 @@ def parse_idx(data: bytes, expected_dims: int, source: str) -> np.ndarray:
     """
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] != expected_dims:
         raise DistillError(f"{source} is not an idx file of {expected_dims}-d unsigned bytes (wrong magic): "
-                           "re-download it (download=true)")
+                           "re-download it (dataset.download=true)")
     header = 4 + 4 * expected_dims
     if len(data) < header:
-        raise DistillError(f"{source} is truncated: re-download it (download=true)")
+        raise DistillError(f"{source} is truncated: re-download it (dataset.download=true)")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_dims)]
     count, extent = 1, 1
     for dim in dims:
         count *= dim
         extent *= max(dim, 1)  # numpy refuses shapes whose non-zero extent is absurd, even when empty
     if extent > MAX_IDX_BYTES:
-        raise DistillError(f"{source} declares impossible dimensions {dims}: re-download it (download=true)")
+        raise DistillError(f"{source} declares impossible dimensions {dims}: re-download it (dataset.download=true)")
     if len(data) != header + count:
         raise DistillError(f"{source} is truncated or padded (declares {dims}, holds {len(data) - header} bytes): "
-                           "re-download it (download=true)")
+                           "re-download it (dataset.download=true)")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -76,7 +76,7 @@ def read_idx_bytes(path: Path) -> bytes:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DistillError(f"{path} cannot be decompressed ({exc}): re-download it (download=true)") from None
+        raise DistillError(f"{path} cannot be decompressed ({exc}): re-download it (dataset.download=true)") from None
     if len(data) > MAX_IDX_BYTES:
         raise DistillError(f"{path} decompresses to more than {MAX_IDX_BYTES} bytes: not a dataset file")
     return data
@@ -94,7 +94,7 @@ def verify_idx(path: Path, data: bytes, file_md5: str | None, payload_md5: str |
     expected = " or ".join(
         f"{what} md5 {md5}" for what, md5 in (("file", file_md5), ("decompressed", payload_md5)) if md5
     )
-    raise DistillError(f"{path} fails its checksum ({expected}): re-download it (download=true)")
+    raise DistillError(f"{path} fails its checksum ({expected}): re-download it (dataset.download=true)")
 
 
 def find_idx_files(root: Path) -> list[Path] | None:
@@ -132,7 +132,7 @@ def load_idx_dataset(
             verify_idx(f, data, (checksums or {}).get(f.name), (payload_checksums or {}).get(f.name.removesuffix(".gz")))
             arrays.append(parse_idx(data, dims, str(f)))
         if arrays[0].shape[0] != arrays[1].shape[0] or arrays[2].shape[0] != arrays[3].shape[0]:
-            raise DistillError(f"{name}: image and label counts differ in {root}: re-download (download=true)")
+            raise DistillError(f"{name}: image and label counts differ in {root}: re-download (dataset.download=true)")
         return {"train_images": torch.from_numpy(arrays[0].copy())[:, None],
                 "train_labels": torch.from_numpy(arrays[1].astype(np.int64)),
                 "test_images": torch.from_numpy(arrays[2].copy())[:, None],
@@ -156,7 +156,7 @@ def load_mnist(root: Path, download: bool = False) -> ImageData:
             fetch(MNIST_URL + filename, root / filename, md5)
     elif find_idx_files(root) is None:
         raise DistillError(f"mnist: expected {', '.join(f + '.gz' for f in IDX_FILES)} in {root}: "
-                           "pass download=true to fetch them")
+                           "pass dataset.download=true to fetch them")
     return load_idx_dataset("mnist", root, tuple(str(i) for i in range(10)), MNIST_MD5)
 
 
@@ -173,6 +173,6 @@ def load_fashion_mnist(root: Path, download: bool = False) -> ImageData:
             fetch(FASHION_URL + filename, root / filename, md5)
     if find_idx_files(root) is None:
         raise DistillError(f"fashion_mnist: expected {', '.join(f + '.gz' for f in IDX_FILES)} in {root}: "
-                           "run `apt-get install dataset-fashion-mnist` or pass download=true")
+                           "run `apt-get install dataset-fashion-mnist` or pass dataset.download=true")
     # Debian re-compresses the .gz files (other md5 than the publisher's): the decompressed md5 vouches for them
     return load_idx_dataset("fashion_mnist", root, FASHION_CLASSES, FASHION_MD5, FASHION_PAYLOAD_MD5)

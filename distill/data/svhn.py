@@ -42,12 +42,12 @@ def load_svhn(root: Path, download: bool = False, checksums: bool = True) -> Ima
         if download:
             fetch(url, f, md5)
         if not f.is_file():
-            raise DistillError(f"svhn: expected {', '.join(SVHN_FILES)} in {root}: pass download=true to fetch them")
+            raise DistillError(f"svhn: expected {', '.join(SVHN_FILES)} in {root}: pass dataset.download=true to fetch them")
 
     def decode() -> dict[str, torch.Tensor]:
         if checksums:
             for f in files:
-                verify_md5(f, SVHN_FILES[f.name][1], "re-download it (download=true)")
+                verify_md5(f, SVHN_FILES[f.name][1], "re-download it (dataset.download=true)")
         (xtr, ytr), (xte, yte) = read_svhn_mat(files[0]), read_svhn_mat(files[1])
         return {"train_images": torch.from_numpy(xtr), "train_labels": torch.from_numpy(ytr),
                 "test_images": torch.from_numpy(xte), "test_labels": torch.from_numpy(yte)}

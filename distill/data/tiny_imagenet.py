@@ -77,7 +77,7 @@ def load_tiny_imagenet(root: Path, download: bool = False) -> ImageData:
     needed = [folder / "wnids.txt", folder / "train", folder / "val" / "val_annotations.txt", folder / "val" / "images"]
     if not all(p.exists() for p in needed):
         raise DistillError(f"tiny_imagenet: expected {TINY_FOLDER}/ with wnids.txt, train/<wnid>/images/, "
-                           f"val/images/ and val/val_annotations.txt under {root}: pass download=true to fetch it")
+                           f"val/images/ and val/val_annotations.txt under {root}: pass dataset.download=true to fetch it")
     # "sorted": caches decoded in wnids.txt order by older versions are rebuilt
     key = source_key([folder / "wnids.txt", folder / "val" / "val_annotations.txt"]) + "-sorted"
     t = cached(folder / ".cache" / "tiny_imagenet.safetensors", key, lambda: read_tiny_imagenet(folder))

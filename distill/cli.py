@@ -149,12 +149,34 @@ def load_config(overrides: list[str] = ()) -> Config:
     return to_config(compose_config(list(overrides)))
 
 
-USAGE = """usage: {name} [key=value ...]
+USAGE = """usage: {name} [--show] [key=value ...]
 
 Overrides of the config tree in configs/ (schema: distill/config.py), e.g.
   {name} experiment=digits_demo distill.ipc=1 device=cpu
+--show prints the config these overrides give (every key, checked) and runs nothing.
 Presets (experiment=...): {experiments}
+Sections: {sections}
 """
+
+
+def show_config(cfg: Config) -> str:
+    """`cfg` as the YAML of its whole tree, every default filled in (what `--show` prints)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def check_arguments(argv: list[str]) -> list[str]:
+    """The overrides in a command line, `--show` left out; DistillError (one line) for anything that is
+    neither a `key=value` override nor a known flag."""
+    for arg in argv:
+        if arg == "--show":
+            continue
+        if arg.startswith("-") or "=" not in arg.lstrip("~"):
+            guesses = [] if arg.startswith("-") else config_key_suggestions(arg)
+            hint = f", e.g. {guesses[0]}=VALUE" if guesses else " (see --help)"
+            raise DistillError(f"arguments are key=value overrides or --show, not '{arg}'{hint}")
+    return [a for a in argv if a != "--show"]
 
 
 def command(job: Callable[[Config], Any], name: str) -> Callable[[list[str] | None], None]:
@@ -170,10 +192,19 @@ def command(job: Callable[[Config], Any], name: str) -> Callable[[list[str] | No
 
         argv = sys.argv[1:] if argv is None else list(argv)
         if any(a in ("-h", "--help") for a in argv):
-            print(USAGE.format(name=name, experiments=", ".join(group_options("experiment"))))
+            sections = sorted({key.split(".")[0] for key in config_keys() if "." in key})
+            print(
+                USAGE.format(
+                    name=name, experiments=", ".join(group_options("experiment")), sections=", ".join(sections)
+                )
+            )
             return
         try:
-            job(load_config(argv))
+            cfg = load_config(check_arguments(argv))
+            if "--show" in argv:
+                print(show_config(cfg), end="")
+                return
+            job(cfg)
             shutdown()
         except DistillError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -173,3 +173,32 @@ def test_the_schema_lists_every_key_and_a_composed_preset_has_none_beyond_it():
     assert "dataset" not in keys and len(keys) == len(set(keys))
     # free-form options (model.options) are the model's own: not checked against the schema
     assert unknown_keys(compose_config(["experiment=datm_cifar10_ipc10", "+model.options.dropout=0.1"])) == []
+
+
+def test_show_prints_the_checked_config_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    from distill.jobs.distill import main
+
+    main(["--show", "experiment=datm_cifar10_ipc10", "distill.ipc=3"])
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["dataset"]["name"] == "cifar10" and shown["distill"]["ipc"] == 3
+    assert shown["model"]["options"]["width"] == 128 and "lr_img" in shown["distill"]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--show", "distill.ipc=0"])
+    assert stopped.value.code == 2 and "distill.ipc must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("--foo", "error: arguments are key=value overrides or --show, not '--foo' (see --help)"),
+        ("ipc", "error: arguments are key=value overrides or --show, not 'ipc', e.g. distill.ipc=VALUE"),
+    ],
+)
+def test_an_argument_that_is_no_override_is_one_line(argument, message, capsys):
+    from distill.jobs.distill import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([argument])
+    assert stopped.value.code == 2 and capsys.readouterr().err.strip() == message

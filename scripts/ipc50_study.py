@@ -54,10 +54,6 @@ VARIANTS = {
     # as the benchmark does at IPC 10, so what it does to MTT decides whether DATM > MTT still holds
     "mtt_ipc50": ("mtt", {}),
     "mtt_ipc50_n80": ("mtt", {"syn_steps": 80}),
-    # added after the runs above, before it ran: width 32 (experts, set and evaluation; +1.0 point at IPC 50 in the
-    # budget study) and DATM's own N = 80 (+0.8 over two seeds) were each measured alone: do they add up to the
-    # published DSA figure (88.7 % on Fashion-MNIST)?
-    "datm_ipc50_w32_n80": ("datm", {"width": 32, "syn_steps": 80}),
 }
 LONG_PROTOCOL_EPOCHS = 1000
 LONG_FILE = "protocol_1000.json"  # a set's evaluation at LONG_PROTOCOL_EPOCHS (random subsets: `random_subset`)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill import checks
 from distill.buffers.recipe import ExpertRecipe, GsamSettings
 from distill.data.prepare import DatasetSpec
+from distill.data.registry import NAMED_BY_ROOT
 from distill.errors import DistillError, SettingError
 from distill.evaluate.protocol import Protocol
 from distill.matching.run import BOOKKEEPING
@@ -153,7 +154,10 @@ class Config:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def _data_identity(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self.dataset).items() if k not in ("root", "download")}
+        identity = {k: v for k, v in dataclasses.asdict(self.dataset).items() if k not in ("root", "download")}
+        if self.dataset.name in NAMED_BY_ROOT:
+            identity["root"] = str(Path(self.dataset.root or Path("data") / self.dataset.name).expanduser().resolve())
+        return identity
 
     def buffers_folder(self) -> Path:
         """paths.buffers, or buffers/<dataset>/<model>_<hash of data, model options, recipe and seed>."""

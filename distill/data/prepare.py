@@ -105,6 +105,8 @@ def prepare_data(spec: DatasetSpec | str = "digits", device: torch.device | str 
         "num_classes": raw.num_classes,
         "preprocess": pre.fingerprint(),
     }
+    if "content" in raw.notes:  # a dataset whose name does not fix its images (image_folder)
+        fingerprint["content"] = raw.notes["content"]
     return PreparedData(raw, pre, to(train_u8), raw.train_labels[keep].to(device),
                         to(raw.train_images[held]), raw.train_labels[held].to(device),
                         to(raw.test_images), raw.test_labels.to(device), fingerprint)

@@ -44,6 +44,9 @@ class ImageData:
 
 Loader = Callable[..., ImageData]
 _LOADERS: dict[str, Loader] = {}
+# datasets whose folder is what they are (a user's own images): its path is part of the config's data identity,
+# so two such folders get their own buffer and run folders
+NAMED_BY_ROOT = frozenset({"image_folder"})
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -70,7 +73,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     _import_builtin_loaders()
     if name not in _LOADERS:
         raise DistillError(f"unknown dataset '{name}': choose one of {', '.join(sorted(_LOADERS))}")
-    root = Path(root) if root is not None else Path("data") / name
+    root = Path(root).expanduser() if root is not None else Path("data") / name
     data = _LOADERS[name](root=root, download=download)
     _check(data)
     return data
@@ -96,4 +99,4 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 def _import_builtin_loaders() -> None:
     # Imported lazily so that the registry module itself stays free of file formats.
-    from distill.data import cifar, digits, idx, mnist_5k, svhn, tiny_imagenet  # noqa: F401
+    from distill.data import cifar, digits, idx, image_folder, mnist_5k, svhn, tiny_imagenet  # noqa: F401

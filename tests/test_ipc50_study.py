@@ -210,3 +210,21 @@ def test_the_benchmarks_experts_count_once_for_the_runs_on_standardised_inputs(t
     assert study.benchmark_experts_seconds(bench, {"datm": datm_zca, "mtt": mtt}) == 640.0
     assert study.benchmark_experts_seconds(bench, {"datm": datm, "mtt": mtt}) == 640.0  # shared experts, once
     assert study.benchmark_experts_seconds(bench, {"datm": datm_zca}) == 0.0  # whitened runs count their own
+
+
+def test_runs_that_bring_their_own_experts_train_none_of_the_benchmarks_for_the_window(tmp_path, monkeypatch):
+    assert study.needs_window(["datm_ipc50", "datm_ipc50_w32_n80"], "datm")
+    assert not study.needs_window(["datm_ipc50_w32_n80", "mtt_ipc50"], "datm")
+    bench = bench_in(tmp_path)
+    monkeypatch.setattr(bench, "own_experts", lambda changes: pytest.fail("trained the width-16 experts"))
+    spec, _ = study.ipc50_spec(bench, "datm", with_window=False)
+    assert spec == (50, "datm", None, 10.0, "ZCA")
+    # the report names the window each such run took from its own experts
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    (tmp_path / "results").mkdir()
+    row = {"syn_steps": 80, "distill": 1.0, "best": None, "skipped": 0, "evaluate": 1.0, "window": [4, 29, 29, 1]}
+    long = {"seconds": 1.0}
+    out = study.write_report("fashion_mnist", {"datm_ipc50_w32_n80": (row, long)}, {"datm": (spec, "F")}, {}, [], 1.0)
+    assert "- DATM at IPC 50: the rule's window (datm_ipc50_w32_n80 [4, 29) from its own experts), lr_img 10, " in (
+        out.read_text()
+    )

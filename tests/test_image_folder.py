@@ -94,6 +94,10 @@ def test_an_edited_image_is_read_again_and_changes_the_identity(tmp_path):
             lambda root: (root / "train" / "ant" / "bad.png").write_bytes(b"not a png"),
             "bad.png is not a readable image",
         ),
+        (
+            lambda root: Image.fromarray(np.full((6, 5), 40000, np.uint16)).save(root / "train" / "ant" / "deep.png"),
+            "deep.png has I;16 pixels, not 8 bits per channel: convert the images to 8-bit first",
+        ),
     ],
 )
 def test_a_wrong_folder_ends_in_one_line_naming_the_fix(tmp_path, damage, message):

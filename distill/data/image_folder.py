@@ -2,8 +2,9 @@
 
 The layout torchvision's ImageFolder reads, one folder per split. Classes are numbered in sorted folder
 order and both splits must hold the same classes. Every image must have the same size; images are
-greyscale when all of them are, else RGB. Decoded images are cached in `root/.cache`, keyed by the files'
-names, sizes and modification times. The folder's content is part of the dataset's identity
+greyscale when all of them are, else RGB; 8 bits per channel (16-bit and float images are refused: convert
+them first). Decoded images are cached in `root/.cache`, keyed by the files' paths, sizes and modification
+times. The folder's content is part of the dataset's identity
 (`ImageData.notes["content"]`, and so of buffer and run fingerprints): buffers made from other images are
 refused, not reused.
 """
@@ -21,7 +22,8 @@ from distill.data.registry import ImageData, channel_stats, register_dataset
 from distill.errors import DistillError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GREY_MODES = ("1", "L", "LA")
+WIDE_MODES = ("I", "F")  # 32-bit integer and float pixels (PIL reads 16-bit images as modes I;16*)
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -42,11 +44,15 @@ def _listing(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
         raise DistillError(f"image_folder: {layout}")
     classes = class_folders(root / "train")
     if len(classes) < 2:
-        raise DistillError(f"image_folder: {root}/train holds {len(classes)} class folders, at least 2 needed: {layout}")
+        raise DistillError(
+            f"image_folder: {root}/train holds {len(classes)} class folders, at least 2 needed: {layout}"
+        )
     test_classes = class_folders(root / "test")
     if test_classes != classes:
         only = sorted(set(classes) ^ set(test_classes))
-        raise DistillError(f"image_folder: train and test hold different classes (e.g. '{only[0]}'): give both the same")
+        raise DistillError(
+            f"image_folder: train and test hold different classes (e.g. '{only[0]}'): give both the same"
+        )
     files = {}
     for split in ("train", "test"):
         files[split] = [(f, k) for k, name in enumerate(classes) for f in image_files(root / split / name)]
@@ -62,10 +68,15 @@ def _read(path: Path) -> tuple[np.ndarray, str]:
 
     try:
         with Image.open(path) as image:
-            grey = image.mode in GREY_MODES
-            array = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
+            mode = image.mode
+            if mode not in WIDE_MODES and not mode.startswith("I;16"):
+                grey = mode in GREY_MODES
+                array = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
     except Exception as exc:
         raise DistillError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
+    if mode in WIDE_MODES or mode.startswith("I;16"):
+        # converting would clip, not rescale, their values to 0..255
+        raise DistillError(f"{path} has {mode} pixels, not 8 bits per channel: convert the images to 8-bit first")
     return (array[:, :, None] if grey else array), ("L" if grey else "RGB")
 
 

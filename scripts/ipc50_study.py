@@ -91,10 +91,15 @@ def ipc50_spec(bench, method: str = "datm", with_window: bool = True) -> tuple[t
     return (50, method, None if window is None else tuple(window), choice["lr_img"], choice["inputs"]), source
 
 
+def brings_own_experts(name: str) -> bool:
+    """Whether variant `name` trains experts of its own (another width, epochs or inputs: EXPERT_SETTINGS), whose
+    validation curve gives its window, rather than using the benchmark's."""
+    return bool(set(VARIANTS[name][1]) & set(rfm.EXPERT_SETTINGS))
+
+
 def needs_window(names: list[str], method: str) -> bool:
-    """Whether a run of `names` varies `method`'s IPC 50 run on the benchmark's experts (so uses its window), not
-    on experts of its own (another width, epochs or inputs: EXPERT_SETTINGS), which bring their own window."""
-    return any(not set(VARIANTS[n][1]) & set(rfm.EXPERT_SETTINGS) for n in names if VARIANTS[n][0] == method)
+    """Whether a run of `names` varies `method`'s IPC 50 run on the benchmark's experts, so uses its window."""
+    return any(not brings_own_experts(n) for n in names if VARIANTS[n][0] == method)
 
 
 def run_config(bench, out: Path, epochs: int, results: Path):
@@ -217,7 +222,7 @@ def write_report(
         own = [
             f"{name} [{row['window'][0]}, {row['window'][2]}) from its own experts"
             for name, (row, _) in rows.items()
-            if VARIANTS[name][0] == method and set(VARIANTS[name][1]) & set(rfm.EXPERT_SETTINGS)
+            if VARIANTS[name][0] == method and brings_own_experts(name)
         ]
         lines.append(
             f"- {method.upper()} at IPC {ipc}: {where}{' (' + '; '.join(own) + ')' if own else ''}, lr_img {lr:g}, "

@@ -55,8 +55,9 @@ def _listing(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
         )
     files = {}
     for split in ("train", "test"):
-        files[split] = [(f, k) for k, name in enumerate(classes) for f in image_files(root / split / name)]
-        empty = [name for name in classes if not image_files(root / split / name)]
+        per_class = {name: image_files(root / split / name) for name in classes}
+        files[split] = [(f, k) for k, name in enumerate(classes) for f in per_class[name]]
+        empty = [name for name in classes if not per_class[name]]
         if empty:
             raise DistillError(f"image_folder: {root}/{split}/{empty[0]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return classes, files
@@ -69,12 +70,13 @@ def _read(path: Path) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as image:
             mode = image.mode
-            if mode not in WIDE_MODES and not mode.startswith("I;16"):
+            wide = mode in WIDE_MODES or mode.startswith("I;16")
+            if not wide:
                 grey = mode in GREY_MODES
                 array = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
     except Exception as exc:
         raise DistillError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
-    if mode in WIDE_MODES or mode.startswith("I;16"):
+    if wide:
         # converting would clip, not rescale, their values to 0..255
         raise DistillError(f"{path} has {mode} pixels, not 8 bits per channel: convert the images to 8-bit first")
     return (array[:, :, None] if grey else array), ("L" if grey else "RGB")

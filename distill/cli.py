@@ -79,11 +79,11 @@ def _explain(exc: BaseException, overrides: list[str]) -> str:
     text = str(cause)
     if "not in struct" in text or re.match(r"Key '[^']*' not in '", text):
         # the whole key the user typed, not just the node that failed (`distil` of `distil.ipc`)
-        keys = [o.split("=")[0].lstrip("+~") for o in overrides]
+        keys = [_override_key(o) for o in overrides]
         typed = next((k for k in keys if key and (k == key or k.startswith(key + "."))), None)
-        typed = typed or _failed_override(str(exc), overrides).split("=")[0].lstrip("+~")
+        typed = typed or _override_key(_failed_override(str(exc), overrides))
         return f"unknown key {typed}{_did_you_mean(typed)}"
-    value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key), None)
+    value = next((o.split("=", 1)[1] for o in overrides if _override_key(o) == key), None)
     for word, phrase in TYPE_WORDS.items():
         if f"converted to {word}" in text and key:
             return f"{key} must be {phrase} (got {value!r})"
@@ -140,8 +140,13 @@ def _did_you_mean(key: str) -> str:
     return f"; did you mean {' or '.join(guesses)}?" if guesses else ""
 
 
+def _override_key(override: str) -> str:
+    """The key of a `key=value` override, without Hydra's `+` / `~` prefix."""
+    return override.split("=")[0].lstrip("+~")
+
+
 def _failed_override(message: str, overrides: list[str]) -> str:
-    return next((o for o in overrides if o.split("=")[0].lstrip("+~") in message), message)
+    return next((o for o in overrides if _override_key(o) in message), message)
 
 
 def load_config(overrides: list[str] = ()) -> Config:

@@ -172,6 +172,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
+from distill.buffers.store import expert_path, sidecar_path
 from distill.cli import load_config
 from distill.errors import DistillError
 from distill.evaluate.records import git_commit, inputs_label, newest_per_cell, read_records, write_record
@@ -350,7 +351,8 @@ BUDGET_VARIANTS = {
         for seed in (1, 2)
     },
 }
-EXPERT_SETTINGS = ("buffer_epochs", "width", "zca")  # a variant that changes one of these trains its own experts
+# a variant that changes one of these trains its own experts
+EXPERT_SETTINGS = ("buffer_epochs", "width", "zca", "num_experts")
 # a variant that changes one of these evaluates the random subset beside it, on its network and inputs
 BASELINE_SETTINGS = ("width", "zca")
 VARIANT_SETTINGS = (
@@ -878,12 +880,20 @@ class Benchmark:
             overrides.append(f"model.options.width={own['width']}")
         if "zca" in own:
             overrides.append(f"dataset.zca={str(own['zca']).lower()}")
-        path = self.work / "budget" / f"experts_{'_'.join(f'{k}{v}' for k, v in own.items())}.json"
+        key = "_".join(f"{k}{v}" for k, v in own.items())
+        if "num_experts" in own:
+            # a buffer folder is not named by its expert count and a run reads every expert in its folder: own folder
+            same_recipe = self.config(overrides).buffers_folder()
+            folder = self.work / "budget" / "buffers" / key
+            overrides += [f"buffers.num_experts={own['num_experts']}", f"paths.buffers={folder}"]
+        path = self.work / "budget" / f"experts_{key}.json"
         if path.is_file():
             stored = json.loads(path.read_text())
             if stored.get("overrides") == overrides and stored.get("extra", []) == self.shaping_extra:
                 return stored
         cfg = self.config(overrides)
+        if "num_experts" in own:
+            link_experts(same_recipe, cfg.buffers_folder(), own["num_experts"])
         started = time.perf_counter()
         folder = run_buffers(cfg)
         # experts trained by an earlier (interrupted) invocation count with their recorded time
@@ -972,6 +982,7 @@ class Benchmark:
             "lr_lr": changes.get("lr_lr", defaults.distill.lr_lr),
             "seed": changes.get("seed", defaults.seed),
             "expert_epochs": defaults.buffers.epochs,
+            "num_experts": defaults.buffers.num_experts,
             "width": defaults.model.options["width"],
             "inputs": inputs_of(defaults),
             "window": list(window),
@@ -1106,6 +1117,26 @@ def validation_curve(cfg, folder: Path) -> list[float]:
             ]
             curve.append(sum(accs) / len(accs))
     return curve
+
+
+def link_experts(source: Path, target: Path, count: int) -> int:
+    """Hard-link (copy across file systems) the expert files 0..`count`-1 that buffer folder `source` holds
+    and `target` lacks into `target`, so that training `count` experts of the same recipe and seed there
+    trains only the rest: expert k's seed depends on k alone, and the trainer verifies each file's sha256
+    before it skips it. Returns how many experts it linked."""
+    target, linked = Path(target), 0
+    for k in range(count):
+        pair = [expert_path(Path(source), k), sidecar_path(Path(source), k)]
+        if not all(path.is_file() for path in pair) or any((target / path.name).exists() for path in pair):
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for path in pair:  # the expert file before its sidecar, as the trainer writes them
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copy2(path, target / path.name)
+        linked += 1
+    return linked
 
 
 def expert_train_seconds(folder: Path) -> float | None:

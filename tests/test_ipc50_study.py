@@ -122,6 +122,7 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
     monkeypatch.setattr(study, "ROOT", tmp_path)
     (tmp_path / "results").mkdir()
     row = {
+        "num_experts": 4,
         "syn_steps": 80,
         "distill": 1500.4,
         "best": {"score": 0.8712, "iteration": 150},
@@ -144,6 +145,7 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells == [
         "datm_ipc50_n80",
+        "4",
         "80",
         "1500",
         "0.871 (150)",

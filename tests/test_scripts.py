@@ -1190,6 +1190,38 @@ def test_an_expert_epochs_variant_trains_its_own_experts_and_takes_the_rules_win
     assert (tmp_path / "budget" / "experts_buffer_epochs10.json").is_file()
 
 
+def test_an_expert_count_variant_trains_into_its_own_folder_from_the_benchmarks_experts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the benchmark's buffer folders are relative to the working directory
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path / "work"
+    same_recipe = bench.config(["dataset.zca=true"]).buffers_folder()  # the benchmark's whitened experts
+    same_recipe.mkdir(parents=True)
+    for k in range(4):
+        (same_recipe / f"expert_{k:04d}.safetensors").write_bytes(bytes([k]) * 8)
+        (same_recipe / f"expert_{k:04d}.json").write_text(json.dumps({"index": k}))
+    (same_recipe / "manifest.json").write_text("{}")
+    spec = (50, "datm", (5, 29, 29, 1), 10.0, "ZCA")
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]
+    seen = fake_own_expert_stages(monkeypatch, tmp_path, curve, distilled=0.86, random_=0.8)
+    linked_before_training = []
+    monkeypatch.setattr(
+        fmnist,
+        "run_buffers",
+        lambda cfg: linked_before_training.extend(sorted(cfg.buffers_folder().iterdir())) or cfg.buffers_folder(),
+    )
+    row = bench.variant("datm_ipc50_experts8", spec, {"num_experts": 8})
+    own = bench.work / "budget" / "buffers" / "zcaTrue_num_experts8"
+    assert [p.name for p in linked_before_training] == [
+        name for k in range(4) for name in (f"expert_{k:04d}.json", f"expert_{k:04d}.safetensors")
+    ]  # the 4 it has, not the manifest: the trainer verifies them, trains 4 more and writes its own manifest
+    assert (own / "expert_0003.safetensors").read_bytes() == bytes([3]) * 8
+    assert len(list(same_recipe.iterdir())) == 9  # the benchmark's folder is left as it was
+    distilled = seen["distill"]
+    assert distilled.buffers.num_experts == 8 and distilled.buffers_folder() == own and distilled.dataset.zca
+    assert row["num_experts"] == 8
+    assert fmnist.link_experts(same_recipe, own, 8) == 0  # nothing twice
+
+
 def fake_own_expert_stages(monkeypatch, tmp_path, curve: list[float], distilled: float, random_: float) -> dict:
     """Fake the stages of a budget variant that trains its own experts: experts whose validation accuracy per
     epoch is `curve`, a distillation whose best set is at iteration 50, an evaluation that scores the set

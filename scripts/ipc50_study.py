@@ -14,7 +14,8 @@ else FALLBACK_CHOICES, the rule-12 choice on that dataset (results/<dataset>_ben
 needs no lr pilots. Every kept set, and the random subset beside it (one per seed, inputs and network, shared
 by the runs), is evaluated on the test split twice, with the benchmark's protocol (500 epochs) and with the
 reference protocol's 1000 epochs; the checks that selected the set trained 500 epochs either way. `--only`
-runs the named variants (comma-separated), in VARIANTS' order. Writes results/<dataset>_ipc50_study.md.
+runs the named variants (comma-separated), in VARIANTS' order. Writes results/<dataset>_ipc50_study.md, or with
+`--only` results/<dataset>_ipc50_study_<name>+<name>.md (`report_path`).
 """
 
 from __future__ import annotations
@@ -197,12 +198,28 @@ def stage_minutes(rows: dict, shared: dict, benchmark_experts: float = 0.0) -> f
     return (experts_seconds(rows, benchmark_experts) + runs + sum(shared.values())) / 60
 
 
+def report_path(dataset: str, names: list[str]) -> Path:
+    """Where the report of a run of the variants `names` goes: results/<dataset>_ipc50_study.md when they are all
+    of VARIANTS, else a file named after them (results/<dataset>_ipc50_study_<name>+<name>.md), so that an
+    invocation with `--only` never replaces the report of the whole study with a few of its rows."""
+    suffix = "" if list(names) == list(VARIANTS) else "_" + "+".join(names)
+    return ROOT / "results" / f"{dataset}_ipc50_study{suffix}.md"
+
+
 def write_report(
-    dataset: str, rows: dict, specs: dict, shared: dict, argv: list[str], seconds: float, benchmark_experts: float = 0.0
+    dataset: str,
+    rows: dict,
+    specs: dict,
+    shared: dict,
+    argv: list[str],
+    seconds: float,
+    benchmark_experts: float = 0.0,
+    out: Path | None = None,
 ) -> Path:
-    """results/<dataset>_ipc50_study.md from the rows (name -> the variant's row and its long evaluation), the
-    specs they vary (method -> (spec, where its lr_img and inputs came from), as `ipc50_spec` gives), the
-    shared random subsets beside them (name -> seconds) and `benchmark_experts` (`experts_seconds`)."""
+    """The report at `out` (default: `report_path` of every variant) from the rows (name -> the variant's row and
+    its long evaluation), the specs they vary (method -> (spec, where its lr_img and inputs came from), as
+    `ipc50_spec` gives), the shared random subsets beside them (name -> seconds) and `benchmark_experts`
+    (`experts_seconds`). Returns `out`."""
     experts = experts_seconds(rows, benchmark_experts)
     command = " ".join([".venv/bin/python scripts/ipc50_study.py", *argv])
     lines = [
@@ -257,7 +274,7 @@ def write_report(
             f"| {rfm.test_cell_text(row.get('random_test'))} / {rfm.test_cell_text(long.get('random_test'))} "
             f"| {row['evaluate']:.0f} / {long['seconds']:.0f} |"
         )
-    out = ROOT / "results" / f"{dataset}_ipc50_study.md"
+    out = out or report_path(dataset, list(VARIANTS))
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     return out
 
@@ -305,7 +322,10 @@ def main(argv: list[str]) -> None:
         row = bench.variant(name, specs[method][0], changes)
         row, long, taken = with_random_subsets(bench, out, row, evaluate_long(bench, out))
         rows[name], shared = (row, long), {**shared, **taken}
-        report = write_report(dataset, rows, specs, shared, argv, time.perf_counter() - started, benchmark_experts)
+        seconds = time.perf_counter() - started
+        report = write_report(
+            dataset, rows, specs, shared, argv, seconds, benchmark_experts, report_path(dataset, names)
+        )
     print(report.read_text())
 
 

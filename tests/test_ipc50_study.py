@@ -230,3 +230,37 @@ def test_runs_that_bring_their_own_experts_train_none_of_the_benchmarks_for_the_
     assert "- DATM at IPC 50: the rule's window (datm_ipc50_w32_n80 [4, 29) from its own experts), lr_img 10, " in (
         out.read_text()
     )
+
+
+def test_a_run_of_some_variants_writes_its_own_report_beside_the_whole_studys(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    (tmp_path / "results").mkdir()
+    whole = tmp_path / "results" / "fashion_mnist_ipc50_study.md"
+    whole.write_text("the whole study's report\n")
+    assert study.report_path("fashion_mnist", list(study.VARIANTS)) == whole
+    assert study.report_path("mnist_5k", ["datm_ipc50", "datm_ipc50_experts8"]) == (
+        tmp_path / "results" / "mnist_5k_ipc50_study_datm_ipc50+datm_ipc50_experts8.md"
+    )
+    # main with the stages faked: every row of the invocation lands in the named file, the whole study's stays
+    bench = bench_in(tmp_path)
+    monkeypatch.setattr(rfm, "ensure_dataset", lambda dataset: None)
+    monkeypatch.setattr(rfm, "training_split_size", lambda dataset, extra: 50000)
+    monkeypatch.setattr(rfm, "Benchmark", lambda dataset, extra, images: bench)
+    spec = ((50, "datm", (5, 29, 29, 1), 10.0, "ZCA"), "F")
+    monkeypatch.setattr(study, "ipc50_spec", lambda bench, method, with_window: spec)
+    monkeypatch.setattr(study, "benchmark_experts_seconds", lambda bench, specs: 0.0)
+    row = {"num_experts": 4, "syn_steps": 20, "distill": 1.0, "best": None, "skipped": 0, "evaluate": 1.0}
+    row["window"] = [5, 29, 29, 1]
+    monkeypatch.setattr(
+        bench, "variant", lambda name, spec, changes: {**row, "num_experts": changes.get("num_experts", 4)}
+    )
+    monkeypatch.setattr(study, "evaluate_long", lambda bench, out: {"seconds": 1.0})
+    monkeypatch.setattr(study, "with_random_subsets", lambda bench, out, row, long: (row, long, {}))
+    study.main(["--only", "datm_ipc50_experts8,datm_ipc50"])
+    text = (tmp_path / "results" / "fashion_mnist_ipc50_study_datm_ipc50+datm_ipc50_experts8.md").read_text()
+    assert [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| datm_")] == [
+        [" datm_ipc50 ", " 4 "],
+        [" datm_ipc50_experts8 ", " 8 "],
+    ]
+    assert "--only datm_ipc50_experts8,datm_ipc50" in text
+    assert whole.read_text() == "the whole study's report\n"

@@ -1122,8 +1122,8 @@ def validation_curve(cfg, folder: Path) -> list[float]:
 def link_experts(source: Path, target: Path, count: int) -> int:
     """Hard-link (copy across file systems) the expert files 0..`count`-1 that buffer folder `source` holds
     and `target` lacks into `target`, so that training `count` experts of the same recipe and seed there
-    trains only the rest: expert k's seed depends on k alone, and the trainer verifies each file's sha256
-    before it skips it. Returns how many experts it linked."""
+    trains only the rest: expert k's seed depends on the run's seed and k alone, and the trainer verifies each
+    file's sha256 before it skips it. Returns how many experts it linked."""
     target, linked = Path(target), 0
     for k in range(count):
         pair = [expert_path(Path(source), k), sidecar_path(Path(source), k)]

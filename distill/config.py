@@ -118,6 +118,10 @@ class Config:
     # experts, evaluation networks and validation checks trained through torch.compile: the same training to
     # float round-off, ~2x faster at batch 256 on a CPU, after ~10-25 s of compiling per batch shape
     compile_training: bool = False
+    # bfloat16 autocast for every network's convolutions and matrix products (experts, the student's steps,
+    # evaluation networks, validation checks): ~2x faster where the hardware has bfloat16 arithmetic, NOT
+    # exact (a student step's gradient within a few % of float32's); needs dtype float32 and parallel 1
+    mixed_precision: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -131,6 +135,10 @@ class Config:
     def __post_init__(self) -> None:
         checks.integer(self, "seed", 0)
         checks.choice(self, "dtype", ("float32", "float64"))
+        if not isinstance(self.mixed_precision, bool):
+            checks.fail(self, "mixed_precision", "must be true or false")
+        if self.mixed_precision and self.dtype != "float32":
+            checks.fail(self, "mixed_precision", "mixes bfloat16 into float32 work: set dtype=float32 with it")
 
     def check_for(self, job: str) -> None:
         """Rules across sections, for the job about to run ('buffers', 'distill', 'eval', 'pipeline')."""

@@ -29,6 +29,9 @@ An engine name may carry `+cudagraphs` (e.g. `auto+cudagraphs`, CUDA only): the 
 Inductor's CUDA graphs switched on for every compiled program (`torch._inductor.config.triton.cudagraphs`,
 what `torch.compile(mode="reduce-overhead")` sets). Since commit 0934deb `compiled` does this by itself
 on a GPU, so there `compiled+cudagraphs` equals `compiled`; it is how the GPU table measured it before.
+`+bf16` (e.g. `compiled+bf16`) runs the student's steps under bfloat16 autocast (`mixed_precision`):
+faster where the hardware has bfloat16 arithmetic, but not exact, so such a column is reported beside
+the exact engines, never in their place.
 The report is rewritten after every case, so a run cut short (`--time-limit`, a killed job) still
 leaves its rows; `--start K` finishes such a run from its K-th case.
 """
@@ -195,10 +198,11 @@ class _RandomExperts:
         return (self.start if epoch == 0 else self.target).to(device)
 
 
-def build_distiller(case, engine: str, device: str, memory_budget: float = 2.0):
+def build_distiller(case, engine: str, device: str, memory_budget: float = 2.0, mixed_precision: bool = False):
     """This project's `Distiller` on `case` (channels, size, IPC, N, width) with `engine`: random images,
     soft labels and expert vectors (seed 0), DSA on, every iteration matching one fixed start -> target
-    pair. Returns (distiller, the student's ConvNet module)."""
+    pair; `mixed_precision` runs the student under bfloat16 autocast. Returns (distiller, the student's
+    ConvNet module)."""
     import torch
 
     from distill.matching.init import synthetic_classes
@@ -210,7 +214,7 @@ def build_distiller(case, engine: str, device: str, memory_budget: float = 2.0):
     generator = torch.Generator().manual_seed(0)
     n = NUM_CLASSES * ipc
     model = build_model("convnet", channels, NUM_CLASSES, size, seed=0, device=device, width=width, depth=3)
-    student = FlatModel(model)
+    student = FlatModel(model, mixed_precision=mixed_precision)
     images = torch.randn(n, channels, size, size, generator=generator).to(device)
     labels = torch.randn(n, NUM_CLASSES, generator=generator).to(device)
     start, target = _expert_vectors(student.num_params, generator, device)
@@ -245,21 +249,24 @@ def build_distiller(case, engine: str, device: str, memory_budget: float = 2.0):
 
 
 def project_child(spec: dict) -> dict:
-    """Time this project's `Distiller.step()` with engine spec['engine'] (optionally `+cudagraphs`);
-    any warning raised (e.g. a compile fallback) is returned under 'warnings'."""
+    """Time this project's `Distiller.step()` with engine spec['engine'] (optionally `+cudagraphs` and / or
+    `+bf16`); any warning raised (e.g. a compile fallback) is returned under 'warnings'."""
     import warnings
 
     import torch
 
     torch.set_num_threads(spec["threads"])
-    engine, _, variant = spec["engine"].partition("+")
-    if variant == "cudagraphs":
+    engine, *variants = spec["engine"].split("+")
+    unknown = sorted(set(variants) - {"cudagraphs", "bf16"})
+    if unknown:
+        raise ValueError(f"unknown engine variant {unknown[0]!r} (known: cudagraphs, bf16)")
+    if "cudagraphs" in variants:
         import torch._inductor.config as inductor_config
 
         inductor_config.triton.cudagraphs = True  # what mode="reduce-overhead" sets
-    elif variant:
-        raise ValueError(f"unknown engine variant {variant!r} (known: cudagraphs)")
-    distiller, _ = build_distiller(tuple(spec["case"]), engine, spec["device"], spec["memory_budget"])
+    distiller, _ = build_distiller(
+        tuple(spec["case"]), engine, spec["device"], spec["memory_budget"], mixed_precision="bf16" in variants
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _timed(distiller.step, spec["iterations"], spec["device"])
@@ -378,6 +385,12 @@ def report(
         notes.append(
             "`+cudagraphs`: the same engine with Inductor's CUDA graphs on (`torch._inductor.config.triton."
             'cudagraphs`, what `torch.compile(mode="reduce-overhead")` sets).'
+        )
+    if any("+bf16" in engine for engine in engines):
+        notes.append(
+            "`+bf16`: the same engine with the student's steps under bfloat16 autocast (`mixed_precision`). Not "
+            "exact (a student step's gradient within a few per cent of float32's), so it is not the default and "
+            "its speed-up does not count toward the exact engine's target."
         )
     if any("extrapolated" in row for row in results):
         notes.append(

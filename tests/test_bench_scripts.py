@@ -251,3 +251,25 @@ def test_throughput_compares_compiled_training_with_eager_per_case():
     assert [row[0] for row in rows] == ["tiny: expert training, batch 8", "tiny: evaluation training on 8 images"]
     for _, eager, compiled, warm in rows:
         assert eager > 0 and compiled > 0 and warm > 0
+
+
+def test_a_bf16_engine_column_is_labelled_inexact_and_unknown_variants_are_refused():
+    case = (1, 8, 1, 2, 4)
+    measured = {"median": 0.5, "first": 1.0, "peak_mib": 10.0, "warnings": []}
+    rows = [
+        {
+            "case": case,
+            "reference": {"median": 1.0, "peak_mib": 20.0},
+            "compiled": measured,
+            "compiled+bf16": {**measured, "median": 0.25},
+        }
+    ]
+    text = bench.report(rows, _args(engines=["compiled", "compiled+bf16"]), "abc", "2.x", 60.0)
+    assert "`+bf16`" in text and "Not exact" in text
+    assert "`+bf16`" not in bench.report(rows, _args(engines=["compiled"]), "abc", "2.x", 60.0)
+    spec = {"case": list(case), "threads": 1, "iterations": 1, "device": "cpu", "memory_budget": 1.0}
+    with pytest.raises(ValueError, match="unknown engine variant 'fp8'"):
+        bench.project_child({**spec, "engine": "flat+fp8"})
+    mixed, _ = bench.build_distiller(case, "flat", "cpu", mixed_precision=True)
+    full, _ = bench.build_distiller(case, "flat", "cpu")
+    assert mixed.student.mixed_precision and not full.student.mixed_precision

@@ -11,6 +11,7 @@ from distill.evaluate.protocol import Protocol
 from distill.evaluate.train import train_on_set
 from distill.models.compiled import TrainingForward
 from distill.models.convnet import ConvNet
+from distill.models.flat import FlatModel
 from distill.stages.buffers import run_buffers
 from distill.stages.distill import run_distill
 from distill.stages.evaluate import run_evaluate
@@ -19,6 +20,7 @@ from tests.conftest import make_config
 # by module path: the package's `distill.evaluate` attribute is the evaluate() function
 recipe_module = importlib.import_module("distill.buffers.recipe")
 train_module = importlib.import_module("distill.evaluate.train")
+run_module = importlib.import_module("distill.matching.run")
 
 # one shape for every compiled test (8 images of 1x12x12 per batch), so Inductor compiles the graph once
 IMAGES = torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(3))
@@ -94,19 +96,28 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning():
     assert calls[-1] is model  # eager for good
 
 
-def test_compile_training_reaches_experts_checks_and_evaluation(tmp_path, monkeypatch):
+@pytest.mark.parametrize("option", ["compile_training", "mixed_precision"])
+def test_compile_training_and_mixed_precision_reach_experts_checks_and_evaluation(option, tmp_path, monkeypatch):
     asked = []
 
     class Recording(TrainingForward):
-        def __init__(self, model, compiled=True, backend="inductor"):
-            asked.append(compiled)
-            super().__init__(model, compiled=False)  # the switch arrived; compiling itself is tested above
+        def __init__(self, model, compiled=True, backend="inductor", mixed_precision=False):
+            asked.append({"compile_training": compiled, "mixed_precision": mixed_precision}[option])
+            super().__init__(model, compiled=False)  # the switch arrived; what it does is tested elsewhere
+
+    students = []
+
+    class RecordingStudent(FlatModel):
+        def __init__(self, module, mixed_precision=False):
+            students.append(mixed_precision)
+            super().__init__(module, mixed_precision)
 
     monkeypatch.setattr(recipe_module, "TrainingForward", Recording)
     monkeypatch.setattr(train_module, "TrainingForward", Recording)
+    monkeypatch.setattr(run_module, "FlatModel", RecordingStudent)
     for switch in ("false", "true"):
         asked.clear()
-        cfg = make_config(tmp_path / switch, f"compile_training={switch}", "distill.eval_every=3", "eval.runs=1")
+        cfg = make_config(tmp_path / switch, f"{option}={switch}", "distill.eval_every=3", "eval.runs=1")
         run_buffers(cfg)
         experts = len(asked)
         run_distill(cfg)
@@ -114,3 +125,5 @@ def test_compile_training_reaches_experts_checks_and_evaluation(tmp_path, monkey
         run_evaluate(cfg)
         assert experts == cfg.buffers.num_experts and checks >= 2 and len(asked) > experts + checks
         assert set(asked) == {switch == "true"}
+        # the distillation's student steps follow mixed_precision (compile_training leaves them alone)
+        assert students.pop() == (option == "mixed_precision" and switch == "true")

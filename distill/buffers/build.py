@@ -54,24 +54,29 @@ class InMemoryExperts:
 
 
 def _train_one(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, seed: int, device, dtype,
-               on_epoch: Callable[[int, float, float], None] | None, compiled: bool) -> Trajectory:
+               on_epoch: Callable[[int, float, float], None] | None, compiled: bool,
+               mixed_precision: bool) -> Trajectory:
     net = model.build(data.channels, data.num_classes, data.resolution, seed=seed, device=device, dtype=dtype)
     trajectory = train_expert(net, recipe, data.train_images, data.train_labels, data.test_images,
-                              data.test_labels, torch.Generator().manual_seed(seed), on_epoch, compiled)
+                              data.test_labels, torch.Generator().manual_seed(seed), on_epoch, compiled,
+                              mixed_precision)
     if not all(torch.isfinite(t).all() for t in trajectory.params.values()):
         raise DistillError(f"an expert diverged (non-finite parameters) at lr {recipe.lr}: lower the expert lr")
     return trajectory
 
 
 def _train_group(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, indices: list[int], seed: int,
-                 on_epoch: EpochCallback | None, compiled: bool) -> list[Trajectory]:
-    """Experts `indices`: one at a time (through torch.compile when `compiled`), or (more than one) at once
-    in one vmapped pass (eager)."""
+                 on_epoch: EpochCallback | None, compiled: bool, mixed_precision: bool = False) -> list[Trajectory]:
+    """Experts `indices`: one at a time (through torch.compile when `compiled`, under bfloat16 autocast when
+    `mixed_precision`), or (more than one) at once in one vmapped pass (eager, full precision)."""
     device, dtype = data.train_images.device, data.train_images.dtype
     if len(indices) == 1:
         k = indices[0]
         callback = (lambda e, loss, acc: on_epoch(k, e, loss, acc)) if on_epoch else None
-        return [_train_one(data, model, recipe, expert_seed(seed, k), device, dtype, callback, compiled)]
+        return [_train_one(data, model, recipe, expert_seed(seed, k), device, dtype, callback, compiled,
+                           mixed_precision)]
+    if mixed_precision:
+        raise DistillError("mixed_precision trains experts one at a time: set buffers.parallel=1")
     seeds = [expert_seed(seed, k) for k in indices]
     nets = [model.build(data.channels, data.num_classes, data.resolution, seed=s, device=device, dtype=dtype)
             for s in seeds]
@@ -91,7 +96,7 @@ def _groups(indices: list[int], size: int) -> list[list[int]]:
 
 def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, num_experts: int, seed: int = 0,
                   on_epoch: EpochCallback | None = None, parallel: int = 1,
-                  compile_training: bool = False) -> InMemoryExperts:
+                  compile_training: bool = False, mixed_precision: bool = False) -> InMemoryExperts:
     """Train `num_experts` experts of `model` on `data` (on its device and dtype) and keep them in memory.
 
     Expert k uses `expert_seed(seed, k)` for its initialisation, data order and augmentation, so it
@@ -99,13 +104,15 @@ def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, nu
     at once in one vmapped pass (the same trajectories up to float round-off; faster where the
     device is not saturated by one small network, e.g. on a GPU). `compile_training=True` trains each expert
     (one at a time) through torch.compile: the same trajectories to float round-off, faster where the
-    training is long enough to pay for compiling (about 2x at batch 256 on a CPU).
+    training is long enough to pay for compiling (about 2x at batch 256 on a CPU). `mixed_precision=True`
+    trains them under bfloat16 autocast (`distill.models.precision`: faster where the hardware has bfloat16
+    arithmetic, not exact); it needs `parallel` 1.
     """
     if not isinstance(num_experts, int) or num_experts < 1:
         raise DistillError(f"num_experts must be an integer >= 1 (got {num_experts!r})")
     trajectories = []
     for group in _groups(list(range(num_experts)), parallel):
-        trajectories += _train_group(data, model, recipe, group, seed, on_epoch, compile_training)
+        trajectories += _train_group(data, model, recipe, group, seed, on_epoch, compile_training, mixed_precision)
     names = FlatModel(model.build(data.channels, data.num_classes, data.resolution)).names
     return InMemoryExperts(trajectories, names)
 
@@ -113,31 +120,40 @@ def train_experts(data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, nu
 def build_buffer(folder: str | Path, data: PreparedData, model: ModelSpec, recipe: ExpertRecipe, num_experts: int,
                  seed: int = 0, config: dict | None = None, rank: Rank = Rank(),
                  on_epoch: EpochCallback | None = None, log: Callable[[str], None] = print, parallel: int = 1,
-                 compile_training: bool = False) -> Path:
+                 compile_training: bool = False, mixed_precision: bool = False) -> Path:
     """Train experts 0..num_experts-1 into `folder` (one safetensors file each, then manifest.json).
 
     Experts already complete and verified in the folder are kept (a killed run resumes); under
     torchrun, rank r trains experts r, r + world, ... and rank 0 writes the manifest after all are done.
-    `config` (plain dict) is stored in the manifest; `parallel` and `compile_training` as in `train_experts`.
-    Returns the folder.
+    `config` (plain dict) is stored in the manifest; `parallel`, `compile_training` and `mixed_precision` as
+    in `train_experts`. An expert's sidecar says when it was trained in mixed precision, and a complete
+    expert of the other precision in the folder is refused, not overwritten. Returns the folder.
     """
     folder = Path(folder)
     signature = model_signature(model, data.channels, data.num_classes, data.resolution)
     device, dtype = data.train_images.device, data.train_images.dtype
     todo = []
     for k in range(rank.rank, num_experts, rank.world):
-        if completed_expert(folder, k, expert_seed(seed, k), recipe.epochs) is not None:
-            log(f"expert {k}: complete and verified, skipped")
-        else:
+        record = completed_expert(folder, k, expert_seed(seed, k), recipe.epochs)
+        if record is None:
             todo.append(k)
+            continue
+        if bool(record.get("mixed_precision", False)) != mixed_precision:
+            made, asked = ("mixed", "full") if record.get("mixed_precision") else ("full", "mixed")
+            raise DistillError(
+                f"expert {k} in {folder} was trained in {made} precision and this run asks for {asked}: "
+                f"use another buffer folder (paths.buffers) or mixed_precision={str(not mixed_precision).lower()}"
+            )
+        log(f"expert {k}: complete and verified, skipped")
     for group in _groups(todo, parallel):
         started = time.perf_counter()
-        trajectories = _train_group(data, model, recipe, group, seed, on_epoch, compile_training)
+        trajectories = _train_group(data, model, recipe, group, seed, on_epoch, compile_training, mixed_precision)
         seconds = (time.perf_counter() - started) / len(group)
         for k, trajectory in zip(group, trajectories):
             write_expert(folder, k, trajectory.params, signature, data.fingerprint, expert_seed(seed, k),
                          trajectory.train_loss, trajectory.test_accuracy,
-                         {"train_seconds": round(seconds, 1), "images_per_second": round(trajectory.images_per_second)})
+                         {"train_seconds": round(seconds, 1), "images_per_second": round(trajectory.images_per_second),
+                          **({"mixed_precision": True} if mixed_precision else {})})
             log(f"expert {k}: {recipe.epochs} epochs, final train loss {trajectory.train_loss[-1]:.4f}, test acc "
                 f"{trajectory.test_accuracy[-1]:.4f}, {trajectory.images_per_second:.0f} img/s, {seconds:.1f} s")
     barrier(rank)

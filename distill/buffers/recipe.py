@@ -83,17 +83,19 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk
 
 def train_expert(model: nn.Module, recipe: ExpertRecipe, train_images: torch.Tensor, train_labels: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, generator: torch.Generator,
-                 on_epoch: Callable[[int, float, float], None] | None = None, compiled: bool = False) -> Trajectory:
+                 on_epoch: Callable[[int, float, float], None] | None = None, compiled: bool = False,
+                 mixed_precision: bool = False) -> Trajectory:
     """Train `model` in place for `recipe.epochs` epochs; return its trajectory.
 
     Images are model-input tensors [N, C, H, W] already on the model's device; all shuffling and
     augmentation randomness comes from `generator` (CPU), so the result depends only on its seed.
     `on_epoch(epoch, train_loss, test_accuracy)` is called after each epoch (for progress bars).
     `compiled=True` runs the network through torch.compile (`TrainingForward`: the same trajectory to
-    float round-off).
+    float round-off), `mixed_precision=True` under bfloat16 autocast (`distill.models.precision`: not exact;
+    the recorded parameters stay float32).
     """
     flat = FlatModel(model)
-    network = TrainingForward(model, compiled)
+    network = TrainingForward(model, compiled, mixed_precision=mixed_precision)
     snapshots = [flat.flatten().cpu()]
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)

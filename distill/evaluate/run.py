@@ -126,10 +126,11 @@ def _train_runs(
     seed: int,
     on_pass: Callable[[], None] | None = None,
     compiled: bool = False,
+    mixed_precision: bool = False,
 ) -> list[tuple[float, float, int]]:
     """Train fresh networks for `runs` (one set kind, label mode and architecture): one at a time
-    (through torch.compile when `compiled`), or several at once in one vmapped pass; returns (test
-    accuracy, lr used, seed) per run."""
+    (through torch.compile when `compiled`, under bfloat16 autocast when `mixed_precision`), or several at
+    once in one vmapped pass; returns (test accuracy, lr used, seed) per run."""
     inputs = [_run_inputs(run, data, synthetic, protocol, ipc, specs, full_epochs, seed) for run in runs]
     if len(inputs) == 1:
         net, images, targets, lr, run_seed, epochs = inputs[0]
@@ -147,11 +148,14 @@ def _train_runs(
                     epochs,
                     on_pass,
                     compiled,
+                    mixed_precision,
                 ),
                 lr,
                 run_seed,
             )
         ]
+    if mixed_precision:
+        raise DistillError("mixed_precision trains one network at a time: set eval.parallel=1")
     nets, images, targets, lrs, seeds, epochs = (list(column) for column in zip(*inputs))
     accuracies = train_and_test_stacked(
         nets, images, targets, data.test_images, data.test_labels, protocol, lrs[0], seeds, epochs[0], on_pass
@@ -188,6 +192,7 @@ def evaluate(
     resume_folder: str | Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     compile_training: bool = False,
+    mixed_precision: bool = False,
 ) -> list[dict]:
     """Train `runs` fresh networks per architecture on the distilled `synthetic` set (images [N, C, H, W],
     label_logits [N, K], lr [], classes [N]; None = baselines only) and on each baseline (`random`: a
@@ -199,7 +204,8 @@ def evaluate(
     None = just `model`); `ipc` sizes the random subset (default: the set's). Under
     torchrun the runs are spread over `rank`s and every rank returns all records; `parallel` > 1
     trains up to that many repeats of one set at once in one vmapped pass; `compile_training=True` trains each
-    network alone through torch.compile (the same training to float round-off). With `resume_folder` each
+    network alone through torch.compile (the same training to float round-off), `mixed_precision=True` under
+    bfloat16 autocast (not exact; named in each record's protocol). With `resume_folder` each
     finished run is kept there until the records are made, so that the same call after an interruption
     trains only the runs that had not finished (`FinishedRuns`). `on_progress(done, total)` follows this
     rank's training passes (epochs + 1 per run; a run finished before counts as done). Returns one record
@@ -220,12 +226,14 @@ def evaluate(
     if synthetic is not None:
         device, dtype = data.test_images.device, data.test_images.dtype
         synthetic = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in synthetic.items()}
+    # mixed precision is named only when on, so that runs and records made before the option keep matching
+    trained_as = {**protocol.to_json(), **({"mixed_precision": True} if mixed_precision else {})}
     finished = FinishedRuns(
         None if resume_folder is None else Path(resume_folder),
         {
             "data": data.fingerprint,
             "set": set_digest(synthetic),
-            "protocol": protocol.to_json(),
+            "protocol": trained_as,
             "ipc": ipc,
             "full_epochs": full_epochs,
             "seed": seed,
@@ -272,6 +280,7 @@ def evaluate(
             seed,
             on_pass,
             compile_training,
+            mixed_precision,
         )
         seconds = (time.perf_counter() - started) / len(group)
         for index, (accuracy, lr, run_seed) in zip(group, done):
@@ -296,7 +305,7 @@ def evaluate(
             labels=labels,
             architecture=spec.name,
             protocol={
-                **protocol.to_json(),
+                **trained_as,
                 "labels": labels,
                 "epochs": full_epochs if kind == "full" else protocol.epochs,
             },

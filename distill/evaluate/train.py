@@ -37,19 +37,21 @@ def train_on_set(
     epochs: int | None = None,
     on_pass: Callable[[], None] | None = None,
     compiled: bool = False,
+    mixed_precision: bool = False,
 ) -> float:
     """Train `model` in place on images [N, C, H, W] with targets (probabilities [N, K] or classes [N]).
 
     SGD(lr, momentum, weight decay) for epochs + 1 passes (as the reference); after pass
     epochs // 2 + 1 the lr drops x0.1 and the optimiser is re-created (momentum reset). DSA on every
     batch. All randomness from `generator`; `on_pass()` after each pass (progress). `compiled=True`
-    runs the network through torch.compile (`TrainingForward`: the same training to float round-off).
+    runs the network through torch.compile (`TrainingForward`: the same training to float round-off),
+    `mixed_precision=True` under bfloat16 autocast (`distill.models.precision`: not exact).
     Returns the last pass's mean training loss.
     """
     epochs = protocol.epochs if epochs is None else epochs
     n = len(images)
     model.train()
-    network = TrainingForward(model, compiled)
+    network = TrainingForward(model, compiled, mixed_precision=mixed_precision)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
     )
@@ -94,11 +96,12 @@ def train_and_test(
     epochs: int | None = None,
     on_pass: Callable[[], None] | None = None,
     compiled: bool = False,
+    mixed_precision: bool = False,
 ) -> float:
-    """Train `model` on the set (see `train_on_set`, `compiled` too) with randomness from `seed`; return
-    test accuracy."""
+    """Train `model` on the set (see `train_on_set`, `compiled` and `mixed_precision` too) with randomness
+    from `seed`; return test accuracy (the test pass in full precision)."""
     generator = torch.Generator().manual_seed(seed)
-    train_on_set(model, images, targets, protocol, lr, generator, epochs, on_pass, compiled)
+    train_on_set(model, images, targets, protocol, lr, generator, epochs, on_pass, compiled, mixed_precision)
     return accuracy(model, test_images, test_labels)
 
 

@@ -49,12 +49,21 @@ BOOKKEEPING = (
 )
 
 
-def run_identity(settings: DistillSettings, model: ModelSpec, seed: int, dtype: torch.dtype, fingerprint: dict) -> dict:
+def run_identity(
+    settings: DistillSettings,
+    model: ModelSpec,
+    seed: int,
+    dtype: torch.dtype,
+    fingerprint: dict,
+    mixed_precision: bool = False,
+) -> dict:
     """Everything that shapes the trajectory of a run (not its length or bookkeeping)."""
     shaping = {k: v for k, v in asdict(settings).items() if k not in BOOKKEEPING}
     return {
         "seed": seed,
         "dtype": str(dtype).replace("torch.", ""),
+        # named only when on, so that the runs (and checkpoints) made before the option keep their keys
+        **({"mixed_precision": True} if mixed_precision else {}),
         "model": asdict(model),
         "distill": shaping,
         "data": fingerprint,
@@ -135,6 +144,7 @@ def distill_set(
     log: Callable[[str], None] = print,
     shard: Shard = Shard(),
     compile_training: bool = False,
+    mixed_precision: bool = False,
 ) -> DistillResult:
     """Distil `data` through `experts` (a BufferReader, InMemoryExperts or any ExpertSource) into a set of
     `settings.ipc` images per class, on `data`'s device and dtype.
@@ -147,7 +157,9 @@ def distill_set(
     `settings.resume`, continues from it. A run whose updates keep being skipped stops early
     (`stopped` says why) but still returns its sets. Under torchrun (`shard` of K ranks) every rank
     computes its slice of each minibatch and all hold the same set; rank 0 alone evaluates and
-    writes the checkpoint, so a run can resume with another K.
+    writes the checkpoint, so a run can resume with another K. `mixed_precision=True` runs the student's
+    steps and the checks' training under bfloat16 autocast (`distill.models.precision`): faster where the
+    hardware has bfloat16 arithmetic, but the matching gradient is no longer exact.
     """
     if experts.epochs < settings.required_epochs:
         raise DistillError(
@@ -156,9 +168,10 @@ def distill_set(
         )
     device, dtype = data.train_images.device, data.train_images.dtype
     student = FlatModel(
-        model.build(data.channels, data.num_classes, data.resolution, seed=0, device=device, dtype=dtype)
+        model.build(data.channels, data.num_classes, data.resolution, seed=0, device=device, dtype=dtype),
+        mixed_precision=mixed_precision,
     )
-    identity = run_identity(settings, model, seed, dtype, data.fingerprint)
+    identity = run_identity(settings, model, seed, dtype, data.fingerprint, mixed_precision)
     key = run_key(identity)
     if shard.world > 1 and shard.from_first(key) != key:
         raise DistillError(f"rank {shard.rank} runs other settings than rank 0: give every rank the same command")
@@ -222,6 +235,7 @@ def distill_set(
                     run_seed,
                     epochs=settings.eval_epochs,
                     compiled=compile_training,
+                    mixed_precision=mixed_precision,
                 )
             )
         return sum(scores) / len(scores)

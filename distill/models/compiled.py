@@ -15,6 +15,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from distill.models.precision import mixed_forward
+
 Result = TypeVar("Result")
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -26,11 +28,19 @@ class TrainingForward:
     loss, its backward (gradients into the parameters' `.grad`) and returns what it likes. When a
     compiled step raises (no C++ compiler, an op the compiler cannot take, an old torch), the gradients
     are cleared, the step runs again eagerly, and every later step stays eager, after one warning line.
-    `backend` is torch.compile's (tests use a failing one).
+    `backend` is torch.compile's (tests use a failing one). `mixed_precision=True` runs the forward under
+    bfloat16 autocast (`distill.models.precision`), compiled or not.
     """
 
-    def __init__(self, model: nn.Module, compiled: bool = True, backend: str | Callable = "inductor"):
+    def __init__(
+        self,
+        model: nn.Module,
+        compiled: bool = True,
+        backend: str | Callable = "inductor",
+        mixed_precision: bool = False,
+    ):
         self.model = model
+        self.mixed_precision = mixed_precision
         self._compiled: Forward | None = None
         if compiled:
             try:
@@ -51,16 +61,17 @@ class TrainingForward:
 
     def step(self, body: Callable[[Forward], Result]) -> Result:
         """`body(forward)`: compiled when it can be, else eagerly (see the class)."""
+        eager = mixed_forward(self.model, self.mixed_precision)
         if self._compiled is None:
-            return body(self.model)
+            return body(eager)
         try:
-            return body(self._compiled_forward)
+            return body(mixed_forward(self._compiled_forward, self.mixed_precision))
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eagerly instead
             _warn(exc)
             self._compiled = None
             for p in self.model.parameters():
                 p.grad = None  # a backward that failed half-way may have left partial gradients
-            return body(self.model)
+            return body(eager)
 
 
 def compile_failure(exc: BaseException) -> str:

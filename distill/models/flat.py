@@ -6,16 +6,20 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from distill.models.precision import autocast
+
 
 class FlatModel:
     """Wraps a module so that `flat_model(flat, x)` runs it with parameters taken from `flat` [P].
 
     The order is `module.named_parameters()` order; buffers (e.g. batch-norm statistics) stay in the
-    module. Gradients flow from the output back to `flat`.
+    module. Gradients flow from the output back to `flat`. `mixed_precision=True` runs the module under
+    bfloat16 autocast (`distill.models.precision`) and returns its logits in `flat`'s dtype.
     """
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, mixed_precision: bool = False):
         self.module = module
+        self.mixed_precision = mixed_precision
         named = list(module.named_parameters())
         self.names = [name for name, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
@@ -40,10 +44,14 @@ class FlatModel:
 
     def __call__(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, classes] of images x [B, C, H, W] under parameters `flat` [P]."""
-        return functional_call(self.module, self.unflatten(flat), (x,))
+        with autocast(x.device, self.mixed_precision):
+            logits = functional_call(self.module, self.unflatten(flat), (x,))
+        return logits.to(flat.dtype)
 
     def pure(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Like calling the model, but on copies of its buffers, so nothing is mutated (batch-norm
         running statistics stay as they were): a pure function, as torch.func transforms need."""
         buffers = {name: b.clone() for name, b in self.module.named_buffers()}
-        return functional_call(self.module, {**self.unflatten(flat), **buffers}, (x,))
+        with autocast(x.device, self.mixed_precision):
+            logits = functional_call(self.module, {**self.unflatten(flat), **buffers}, (x,))
+        return logits.to(flat.dtype)

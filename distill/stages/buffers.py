@@ -98,6 +98,7 @@ def _run_buffers(ctx) -> Path:
         on_epoch,
         parallel=cfg.buffers.parallel,
         compile_training=cfg.compile_training,
+        mixed_precision=cfg.mixed_precision,
     )
     logger.finish()
     return folder

@@ -90,6 +90,7 @@ def _run_distill(ctx) -> Path:
         log=say,
         shard=shard,
         compile_training=cfg.compile_training,
+        mixed_precision=cfg.mixed_precision,
     )
     bar.close()
     if main_rank:

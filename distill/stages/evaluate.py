@@ -74,6 +74,7 @@ def run_evaluate(cfg: Config) -> list[dict]:
         on_progress=progress,
         log=tqdm.write,
         compile_training=cfg.compile_training,
+        mixed_precision=cfg.mixed_precision,
     )
     bar.close()
     if ctx.rank.is_main:

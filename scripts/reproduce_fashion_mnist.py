@@ -345,6 +345,9 @@ BUDGET_VARIANTS = {
     # added after that had run (MTT 85.0 % against DATM's 84.5, validation 0.864 against 0.858), before this
     # ran: DATM's lr_img 10 was piloted at width 16; DATM at width 32 with MTT's lr_img 100
     "datm_ipc10_w32_lr100": ("datm_ipc10", {"width": 32, "lr_img": 100.0}),
+    # width 32 at half the cost? Every network under bfloat16 autocast (`mixed_precision`): experts, student
+    # steps, checks, evaluation and the random subset beside it
+    "datm_ipc10_w32_bf16": ("datm_ipc10", {"width": 32, "mixed_precision": True}),
     # added after that had run (85.1 %, validation 0.865), before these ran: the same over two more seeds
     **{
         f"datm_ipc10_w32_lr100_seed{seed}": ("datm_ipc10", {"width": 32, "lr_img": 100.0, "seed": seed})
@@ -352,9 +355,9 @@ BUDGET_VARIANTS = {
     },
 }
 # a variant that changes one of these trains its own experts
-EXPERT_SETTINGS = ("buffer_epochs", "width", "zca", "num_experts")
-# a variant that changes one of these evaluates the random subset beside it, on its network and inputs
-BASELINE_SETTINGS = ("width", "zca")
+EXPERT_SETTINGS = ("buffer_epochs", "width", "zca", "num_experts", "mixed_precision")
+# a variant that changes one of these evaluates the random subset beside it, on its network, inputs and precision
+BASELINE_SETTINGS = ("width", "zca", "mixed_precision")
 VARIANT_SETTINGS = (
     *("syn_steps", "batch_syn", "iterations", "lr_img", "lr_lr", "seed", "window_shares", "window_of"),
     *("soft_labels", "pix_init"),
@@ -880,19 +883,25 @@ class Benchmark:
             overrides.append(f"model.options.width={own['width']}")
         if "zca" in own:
             overrides.append(f"dataset.zca={str(own['zca']).lower()}")
+        if own.get("mixed_precision"):
+            # the experts, the student's steps, the checks and the evaluation, all under bfloat16 autocast
+            overrides.append("mixed_precision=true")
         key = "_".join(f"{k}{v}" for k, v in own.items())
-        if "num_experts" in own:
-            # a buffer folder is not named by its expert count and a run reads every expert in its folder: own folder
+        if "num_experts" in own or "mixed_precision" in own:
+            # a buffer folder is named neither by its expert count (and a run reads every expert in its folder)
+            # nor by the experts' precision (and refuses to mix them): these experts get a folder of their own
             same_recipe = self.config(overrides).buffers_folder()
             folder = self.work / "budget" / "buffers" / key
-            overrides += [f"buffers.num_experts={own['num_experts']}", f"paths.buffers={folder}"]
+            overrides.append(f"paths.buffers={folder}")
+        if "num_experts" in own:
+            overrides.append(f"buffers.num_experts={own['num_experts']}")
         path = self.work / "budget" / f"experts_{key}.json"
         if path.is_file():
             stored = json.loads(path.read_text())
             if stored.get("overrides") == overrides and stored.get("extra", []) == self.shaping_extra:
                 return stored
         cfg = self.config(overrides)
-        if "num_experts" in own:
+        if "num_experts" in own and not own.get("mixed_precision"):
             link_experts(same_recipe, cfg.buffers_folder(), own["num_experts"])
         started = time.perf_counter()
         folder = run_buffers(cfg)
@@ -985,6 +994,7 @@ class Benchmark:
             "num_experts": defaults.buffers.num_experts,
             "width": defaults.model.options["width"],
             "inputs": inputs_of(defaults),
+            "precision": "bf16 mixed" if defaults.mixed_precision else "float32",
             "window": list(window),
             "target_accuracy": target_accuracy(curve, window, defaults.distill.expert_epochs) if curve else None,
             "experts_seconds": experts["seconds"] if experts is not None else 0.0,
@@ -1395,14 +1405,17 @@ def write_budget_report(
     variants = [row for name, row in rows.items() if name in BUDGET_VARIANTS]
     # variants share experts: each set's training counts once
     experts = {
-        (row["expert_epochs"], row.get("width"), row.get("inputs", "standardised")): row.get("experts_seconds", 0.0)
+        (row["expert_epochs"], row.get("width"), row.get("inputs", "standardised"), row.get("precision", "float32")): (
+            row.get("experts_seconds", 0.0)
+        )
         for row in variants
     }
     measured = sum(row["distill"] + row["evaluate"] for row in variants) + sum(experts.values())
     trained = (
         ", ".join(
-            f"width {w} x {e} epochs{'' if i == 'standardised' else ' on ' + i + ' inputs'} {s / 60:.1f} min"
-            for (e, w, i), s in experts.items()
+            f"width {w} x {e} epochs{'' if i == 'standardised' else ' on ' + i + ' inputs'}"
+            f"{'' if p == 'float32' else ' in ' + p + ' precision'} {s / 60:.1f} min"
+            for (e, w, i, p), s in experts.items()
             if s
         )
         or "none"
@@ -1431,11 +1444,11 @@ def write_budget_report(
         "validation accuracy at the furthest epoch the window matches (T+ - 1 + M), the natural ceiling of a set "
         "distilled from them.",
         "",
-        "| run | IPC | width | inputs | expert epochs | labels / initial images | window of t | target | "
+        "| run | IPC | width | inputs | precision | expert epochs | labels / initial images | window of t | target | "
         "iterations | N | images per step | lr_img | lr_lr | seed | "
         "best validation (iteration) | skipped updates | test accuracy % | random subset % | distill s | "
         "evaluate s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in sorted(rows.items(), key=lambda item: (ipc_of(item[0]), item[0])):
         test_cell, random_cell = test_cell_text(row.get("test")), test_cell_text(row.get("random_test"))
@@ -1448,6 +1461,7 @@ def write_budget_report(
         target = row.get("target_accuracy")
         lines.append(
             f"| {label} | {ipc} | {row.get('width', '?')} | {row.get('inputs', 'standardised')} | "
+            f"{row.get('precision', 'float32')} | "
             f"{row.get('expert_epochs', '?')} | "
             f"{row.get('labels', '?')} / {row.get('init', '?')} | "
             f"{window_text(tuple(row['window'])) if row.get('window') else '?'} | "

@@ -1052,28 +1052,32 @@ def test_budget_report_puts_each_variant_beside_its_benchmark_run(tmp_path):
     fmnist.write_budget_report(fmnist.Benchmark("fashion_mnist", []), rows, ["--budget-study"], 90.0, out=out)
     table = [line for line in out.read_text().splitlines() if line.startswith("| datm")]
     assert table[0] == (
-        "| datm_ipc1 (benchmark) | 1 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | all | "
+        "| datm_ipc1 (benchmark) | 1 | 16 | standardised | float32 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 20 | "
+        "all | "
         "1000 | 1e-05 | 0 | "
         "0.727 (100) | 0 | 66.3 ± 0.4 (n=3) | 51.9 ± 1.5 (n=3) | 60 | 30 |"
     )
     assert table[1].startswith(
-        "| datm_ipc1_n40 | 1 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | 1000 | "
-        "1e-05 | 0 | "
+        "| datm_ipc1_n40 | 1 | 16 | standardised | float32 | 30 | soft / correct | [0, 2) | 0.796 | 400 | 40 | all | "
+        "1000 | 1e-05 | 0 | "
         "0.739 (100) | 0 | 69.5 ± 0.6 (n=3) | – |"
     )
     assert table[2].startswith(
-        "| datm_ipc10_experts10 | 10 | 16 | standardised | 10 | soft / correct | [0, 2 -> 5) by half of the run | "
-        "0.830 | 300 |"
+        "| datm_ipc10_experts10 | 10 | 16 | standardised | float32 | 10 | soft / correct | "
+        "[0, 2 -> 5) by half of the run | 0.830 | 300 |"
     )
     assert table[3].startswith(
-        "| datm_ipc10_lr100 | 10 | 16 | standardised | 30 | soft / correct | [0, 2) | 0.796 | 300 | 20 | 25 | 100 |"
+        "| datm_ipc10_lr100 | 10 | 16 | standardised | float32 | 30 | soft / correct | [0, 2) | 0.796 | 300 | 20 | "
+        "25 | 100 |"
     )
     assert table[3].endswith("| – | – | 60 | 30 |")
     assert (
-        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | standardised | 30 | soft / correct |")
+        table[4].startswith("| datm_ipc10_w32 | 10 | 32 | standardised | float32 | 30 | soft / correct |")
         and "| 81.0 ± 0.2 (n=3) | 75.0 ± 1.0 (n=3) |" in table[4]
     )
-    assert table[5].startswith("| datm_ipc10_zca | 10 | 16 | ZCA | 30 |") and "| 76.0 ± 1.0 (n=3) |" in table[5]
+    assert (
+        table[5].startswith("| datm_ipc10_zca | 10 | 16 | ZCA | float32 | 30 |") and "| 76.0 ± 1.0 (n=3) |" in table[5]
+    )
     text = out.read_text()
     assert "--budget-study" in text and "70.6 / 84.6 / 88.7" in text
     # five variants of 90 s each, and each set of experts' training once
@@ -1220,6 +1224,28 @@ def test_an_expert_count_variant_trains_into_its_own_folder_from_the_benchmarks_
     assert distilled.buffers.num_experts == 8 and distilled.buffers_folder() == own and distilled.dataset.zca
     assert row["num_experts"] == 8
     assert fmnist.link_experts(same_recipe, own, 8) == 0  # nothing twice
+
+
+def test_a_mixed_precision_variant_runs_every_stage_in_bf16_on_experts_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bench = fmnist.Benchmark("fashion_mnist", [])
+    bench.work = tmp_path / "work"
+    base, changes = fmnist.BUDGET_VARIANTS["datm_ipc10_w32_bf16"]
+    curve = [0.1, 0.5, 0.7, 0.8, 0.85] + [0.86 + 0.001 * e for e in range(26)]
+    seen = fake_own_expert_stages(monkeypatch, tmp_path, curve, distilled=0.84, random_=0.74)
+    linked = []
+    monkeypatch.setattr(fmnist, "link_experts", lambda *args: linked.append(args))
+    row = bench.variant("datm_ipc10_w32_bf16", fmnist.run_specs(CHOICES)[base], changes)
+    float32_experts = bench.config(["model.options.width=32"]).buffers_folder()
+    for stage in ("experts", "distill", "evaluate"):
+        cfg = seen[stage]
+        assert cfg.mixed_precision and cfg.model.options["width"] == 32, stage
+        assert cfg.buffers_folder() == bench.work / "budget" / "buffers" / "width32_mixed_precisionTrue", stage
+        assert cfg.buffers_folder() != float32_experts
+    assert seen["evaluate"].eval.baselines == ["random"]  # its random subset trains in bf16 beside it
+    assert not linked  # float32 experts are no start for bf16 ones
+    assert row["precision"] == "bf16 mixed" and row["random_test"][0] == 0.74
+    assert fmnist.Benchmark("fashion_mnist", []).config([]).mixed_precision is False
 
 
 def fake_own_expert_stages(monkeypatch, tmp_path, curve: list[float], distilled: float, random_: float) -> dict:

@@ -116,12 +116,24 @@ def test_runs_of_one_seed_and_inputs_share_one_random_subset_per_protocol(tmp_pa
     kept = study.with_random_subsets(bench, outs["datm_ipc50"], own, {**long, "random_test": [0.81, 0.01, 3]})
     assert kept[0]["random_test"] == [0.8, 0.01, 3] and kept[1]["random_test"] == [0.81, 0.01, 3] and kept[2] == {}
     assert len(seen) == 4
+    # a run in mixed precision shares no subset with the float32 runs: its own, trained in bf16 too
+    outs["bf16"] = tmp_path / "budget" / "bf16"
+    outs["bf16"].mkdir()
+    (outs["bf16"] / rfm.TIMING_FILE).write_text(json.dumps({"overrides": ["distill.ipc=50", "mixed_precision=true"]}))
+    mixed = study.with_random_subsets(bench, outs["bf16"], row, long)
+    assert len(seen) == 6 and all(c.mixed_precision for c in seen[4:])
+    assert sorted(mixed[2]) == [
+        "ipc50_seed0_standardised_width16_bf16, 1000 epochs",
+        "ipc50_seed0_standardised_width16_bf16, 500 epochs",
+    ]
 
 
 def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "ROOT", tmp_path)
     (tmp_path / "results").mkdir()
     row = {
+        "width": 32,
+        "precision": "bf16 mixed",
         "num_experts": 4,
         "syn_steps": 80,
         "distill": 1500.4,
@@ -145,6 +157,8 @@ def test_the_report_puts_both_protocols_of_each_run_side_by_side(tmp_path, monke
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells == [
         "datm_ipc50_n80",
+        "32",
+        "bf16 mixed",
         "4",
         "80",
         "1500",
@@ -258,9 +272,9 @@ def test_a_run_of_some_variants_writes_its_own_report_beside_the_whole_studys(tm
     monkeypatch.setattr(study, "with_random_subsets", lambda bench, out, row, long: (row, long, {}))
     study.main(["--only", "datm_ipc50_experts8,datm_ipc50"])
     text = (tmp_path / "results" / "fashion_mnist_ipc50_study_datm_ipc50+datm_ipc50_experts8.md").read_text()
-    assert [line.split("|")[1:3] for line in text.splitlines() if line.startswith("| datm_")] == [
-        [" datm_ipc50 ", " 4 "],
-        [" datm_ipc50_experts8 ", " 8 "],
+    assert [line.split("|")[1:5] for line in text.splitlines() if line.startswith("| datm_")] == [
+        [" datm_ipc50 ", " ? ", " float32 ", " 4 "],
+        [" datm_ipc50_experts8 ", " ? ", " float32 ", " 8 "],
     ]
     assert "--only datm_ipc50_experts8,datm_ipc50" in text
     assert whole.read_text() == "the whole study's report\n"

@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--device",
                 "cpu" if args.dry_run else "cuda",
                 "--engines",
-                "flat" if args.dry_run else "compiled,flat",
+                # the exact default, the inexact bf16 variant beside it (tensor cores), and the eager walk
+                "flat,flat+bf16" if args.dry_run else "compiled,compiled+bf16,flat",
                 "--out",
                 str(report),
             ],

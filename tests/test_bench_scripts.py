@@ -273,3 +273,22 @@ def test_a_bf16_engine_column_is_labelled_inexact_and_unknown_variants_are_refus
     mixed, _ = bench.build_distiller(case, "flat", "cpu", mixed_precision=True)
     full, _ = bench.build_distiller(case, "flat", "cpu")
     assert mixed.student.mixed_precision and not full.student.mixed_precision
+
+
+def test_mixed_precision_report_gives_speed_ups_and_how_far_the_gradient_moved():
+    import argparse
+
+    import bench_mixed_precision as mp
+
+    distill = {
+        (1, 28, 32, 100, 20): {
+            "float32": 2.0,
+            "bf16": 0.8,
+            "cosine": {"grad_images": 0.99512, "grad_labels": 0.998, "grad_lr": float("nan")},
+            "relative_error": {"grad_images": 0.0987, "grad_labels": 0.06, "grad_lr": 0.0123},
+        }
+    }
+    text = mp.report(distill, {32: (2500.0, 5800.0)}, argparse.Namespace(rounds=3, cases="quick"), 90.0)
+    row = next(line for line in text.splitlines() if line.startswith("| 1x28x28, width 32"))
+    assert "| 2.00 | 0.80 | 2.50x | 0.9951 / 0.099 | 0.9980 / 0.060 | 0.012 |" in row
+    assert "| 32 | 2500 | 5800 | 2.32x |" in text and "--rounds 3 --cases quick" in text

@@ -57,11 +57,11 @@ def distill_case(case, rounds: int) -> dict:
     x, logits, lr = torch.randn(images, channels, size, size), torch.randn(images, 10), torch.tensor(0.01)
     plan = make_plan(images, steps, images, torch.Generator().manual_seed(0), STRATEGY)
     results = {mode: engine(start, target, x, logits, None, lr, plan) for mode, engine in engines.items()}
-    for mode, engine in engines.items():  # second warm-up: every program compiled and in cache
+    for engine in engines.values():  # second warm-up: every program compiled and in cache
         engine(start, target, x, logits, None, lr, plan)
     times = {mode: [] for mode in engines}
     for r in range(rounds):
-        for mode in (("float32", "bf16") if r % 2 == 0 else ("bf16", "float32")):
+        for mode in ("float32", "bf16") if r % 2 == 0 else ("bf16", "float32"):
             began = time.perf_counter()
             engines[mode](start, target, x, logits, None, lr, plan)
             times[mode].append(time.perf_counter() - began)

@@ -168,6 +168,7 @@ def test_mixed_precision_evaluation_names_it_in_each_record_and_needs_one_networ
         )
 
 
+@pytest.mark.slow  # ~20 s of Inductor compiling; scripts/bench_mixed_precision.py runs the same path
 def test_mixed_precision_program_engine_traces_the_autocast_and_agrees_with_the_eager_one():
     from distill.matching.programs import StepPrograms
     from distill.matching.unroll import match_programs

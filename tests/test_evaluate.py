@@ -135,6 +135,23 @@ def test_baselines_on_whitened_inputs_keep_files_and_rows_of_their_own(tmp_path)
     assert "90.0" not in table
 
 
+def test_sets_and_baselines_trained_in_mixed_precision_sit_beside_their_float32_twins(tmp_path):
+    bf16 = {"protocol": {"epochs": 3, "mixed_precision": True}}
+    full32 = {"protocol": {"epochs": 3}}
+    stamp = {"finished_at": "2026-01-01T00:00:00+00:00"}
+    records = [
+        _record(accuracies=[0.5], artifact_sha256="01", **full32),
+        {**_record(accuracies=[0.6], artifact_sha256="02", **bf16), **stamp},  # newer, yet no replacement
+        _record("random", accuracies=[0.3], **full32),
+        _record("random", accuracies=[0.35], **bf16),
+    ]
+    for record in records:
+        write_record(tmp_path, record)
+    table = results_table(read_records(tmp_path), "d")
+    assert "| 1 | convnet | datm | – | 50.0 ± 0.0 (n=1) | – | 30.0 ± 0.0 (n=1) |" in table
+    assert "| 1 | convnet, bf16 mixed | datm | – | 60.0 ± 0.0 (n=1) | – | 35.0 ± 0.0 (n=1) |" in table
+
+
 @pytest.fixture(scope="module")
 def artifact(tiny_buffer, tmp_path_factory):
     _, folder = tiny_buffer

@@ -126,7 +126,8 @@ def cell_key(record: dict) -> tuple:
     (a set picked on the test split never replaces one picked on the validation split, nor the reverse).
     A baseline's inputs too: the random subset and the full set on whitened inputs sit beside the ones on
     standardised inputs, each the baseline of the distilled sets made on its inputs. A distilled set's
-    inputs do not: a method's set made again on other inputs replaces the earlier one."""
+    inputs do not: a method's set made again on other inputs replaces the earlier one. Mixed precision
+    neither way: a network trained in bf16 sits beside its float32 twin, never in its place."""
     return (
         record["set"],
         record["method"],
@@ -135,7 +136,13 @@ def cell_key(record: dict) -> tuple:
         architecture_label(record),
         record.get("selection"),
         None if record["set"] == "distilled" else inputs_label(record),
+        mixed_precision(record),
     )
+
+
+def mixed_precision(record: dict) -> bool:
+    """Whether a record's networks trained under bfloat16 autocast (`mixed_precision`; its protocol says so)."""
+    return bool((record.get("protocol") or {}).get("mixed_precision", False))
 
 
 def inputs_label(record: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from distill.evaluate.records import architecture_label, inputs_label, newest_per_cell
+from distill.evaluate.records import architecture_label, inputs_label, mixed_precision, newest_per_cell
 from distill.io.atomic import atomic_write, atomic_write_bytes
 
 
@@ -23,9 +23,14 @@ def gap_closed(distilled: float, random: float, full: float) -> float | None:
 
 
 def network_label(record: dict) -> str:
-    """The architecture column: `architecture_label`, with ", ZCA inputs" for whitened inputs."""
+    """The architecture column: `architecture_label`, with ", ZCA inputs" for whitened inputs and ", bf16 mixed"
+    for networks trained in mixed precision (each set beside the baselines trained as it was)."""
     whitened = inputs_label(record) == "ZCA"
-    return architecture_label(record) + (", ZCA inputs" if whitened else "")
+    return (
+        architecture_label(record)
+        + (", ZCA inputs" if whitened else "")
+        + (", bf16 mixed" if mixed_precision(record) else "")
+    )
 
 
 def results_table(records: list[dict], title: str, header_note: str = "") -> str:
